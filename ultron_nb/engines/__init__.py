@@ -1,0 +1,1 @@
+"""Adapters to the engines that run nodes: Flink, DuckDB and Python."""
