@@ -1,1 +1,79 @@
-"""ultron_nb."""
+"""ultron_nb: real-time machine-learning experiments on Apache Flink, from a notebook.
+
+In a notebook::
+
+    %load_ext ultron_nb
+    %ultron flow ctr
+    %%ultron node impressions --kind topic --time ts --watermark '5 s'
+    user_id STRING, item_id STRING, ts TIMESTAMP(3)
+
+From Python: :class:`Workspace`, :class:`Flow`, :func:`define_node`. The package imports
+lazily, so ``import ultron_nb`` and ``%load_ext ultron_nb`` stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Workspace": "ultron_nb.services.workspace",
+    "Settings": "ultron_nb.config",
+    "load_settings": "ultron_nb.config",
+    "Flow": "ultron_nb.flow",
+    "Node": "ultron_nb.flow",
+    "ControlEdge": "ultron_nb.flow",
+    "define_node": "ultron_nb.flow.build",
+    "identities": "ultron_nb.flow",
+    "UltronError": "ultron_nb.errors",
+    "FlowError": "ultron_nb.errors",
+    "NotFoundError": "ultron_nb.errors",
+}
+
+__all__ = [
+    "ControlEdge",
+    "Flow",
+    "FlowError",
+    "Node",
+    "NotFoundError",
+    "Settings",
+    "UltronError",
+    "Workspace",
+    "define_node",
+    "identities",
+    "load_ipython_extension",
+    "load_settings",
+    "unload_ipython_extension",
+]
+
+if TYPE_CHECKING:
+    from ultron_nb.config import Settings, load_settings
+    from ultron_nb.errors import FlowError, NotFoundError, UltronError
+    from ultron_nb.flow import ControlEdge, Flow, Node, identities
+    from ultron_nb.flow.build import define_node
+    from ultron_nb.services.workspace import Workspace
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ultron_nb' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext ultron_nb``: register the ``%ultron`` magic."""
+    from ultron_nb.notebook.magics import UltronMagic, load_verbs
+
+    load_verbs()
+    ipython.register_magics(UltronMagic(shell=ipython, parent=ipython))
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext ultron_nb``."""
+    ipython.magics_manager.magics["line"].pop("ultron", None)
+    ipython.magics_manager.magics["cell"].pop("ultron", None)

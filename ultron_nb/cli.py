@@ -1,0 +1,177 @@
+"""The ``ultron`` command: the same API as the magics, from a shell.
+
+Errors a user can cause print one line ``ErrorType: message`` and exit with status 2;
+``ULTRON_TRACEBACK=1`` shows the full traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ultron_nb.arguments import add_node_arguments, node_kwargs
+from ultron_nb.errors import UltronError
+
+Handler = Callable[[argparse.Namespace], Any]
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Handler]]] = {}
+
+
+def command(name: str, help: str) -> Callable[[Callable[[argparse.ArgumentParser], Handler]],
+                                              None]:
+    def register(build: Callable[[argparse.ArgumentParser], Handler]) -> None:
+        COMMANDS[name] = (help, build)
+
+    return register
+
+
+def _workspace(args: argparse.Namespace) -> Any:
+    from ultron_nb.services.workspace import Workspace
+
+    return Workspace(home=args.home, db_url=args.db_url, flink_url=args.flink_url)
+
+
+def _emit(value: Any) -> None:
+    if value is None:
+        return
+    text = str(value)
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+@command("flows", "list the flows in the metadata store")
+def _flows(p: argparse.ArgumentParser) -> Handler:
+    def run(a: argparse.Namespace) -> Any:
+        from datetime import datetime
+
+        from ultron_nb.notebook.display import Table
+
+        rows = [[s.name, s.version, s.nodes, s.change,
+                 datetime.fromtimestamp(s.updated_at).isoformat(" ", "seconds")]
+                for s in _workspace(a).flows()]
+        return Table(["flow", "version", "nodes", "last change", "updated"], rows)
+
+    return run
+
+
+@command("nodes", "list the nodes of a flow")
+def _nodes(p: argparse.ArgumentParser) -> Handler:
+    p.add_argument("flow")
+    p.add_argument("--version", type=int)
+
+    def run(a: argparse.Namespace) -> Any:
+        from ultron_nb.notebook.verbs_flow import nodes_table
+
+        return nodes_table(_workspace(a).flow(a.flow, a.version))
+
+    return run
+
+
+@command("history", "list the versions of a flow")
+def _history(p: argparse.ArgumentParser) -> Handler:
+    p.add_argument("flow")
+
+    def run(a: argparse.Namespace) -> Any:
+        from ultron_nb.notebook.display import Table
+
+        rows = [[h["version"], h["change"], h["nodes"]] for h in _workspace(a).history(a.flow)]
+        return Table(["version", "change", "nodes"], rows)
+
+    return run
+
+
+@command("show", "render a flow's DAG as SVG or DOT")
+def _show(p: argparse.ArgumentParser) -> Handler:
+    p.add_argument("flow")
+    p.add_argument("--format", dest="fmt", choices=("svg", "dot"), default="svg")
+    p.add_argument("--version", type=int)
+    p.add_argument("-o", "--out", help="write to this file instead of standard output")
+
+    def run(a: argparse.Namespace) -> Any:
+        ws = _workspace(a)
+        text = ws.render(ws.flow(a.flow, a.version), a.fmt)
+        if a.out:
+            Path(a.out).write_text(text)
+            return f"wrote {a.out}"
+        return text
+
+    return run
+
+
+@command("node", "define or redefine a node (body from --body-file or standard input)")
+def _node(p: argparse.ArgumentParser) -> Handler:
+    p.add_argument("flow")
+    add_node_arguments(p)
+    p.add_argument("--body-file", help="file with the SQL, Python or columns ('-': stdin)")
+
+    def run(a: argparse.Namespace) -> Any:
+        from ultron_nb.flow.build import define_node
+
+        if a.body_file in (None, "-"):
+            body = "" if a.body_file is None and sys.stdin.isatty() else sys.stdin.read()
+        else:
+            try:
+                body = Path(a.body_file).read_text()
+            except OSError as exc:
+                raise UltronError(f"--body-file {a.body_file}: {exc.strerror}") from None
+        node = define_node(a.name, body, **node_kwargs(a))
+        flow = _workspace(a).define(a.flow, node)
+        return f"defined {node.label} node {node.name} (flow {a.flow} version {flow.version})"
+
+    return run
+
+
+@command("rm", "remove a node that nothing depends on")
+def _rm(p: argparse.ArgumentParser) -> Handler:
+    p.add_argument("flow")
+    p.add_argument("node")
+
+    def run(a: argparse.Namespace) -> Any:
+        flow = _workspace(a).remove(a.flow, a.node)
+        return f"removed node {a.node} (flow {a.flow} version {flow.version})"
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ultron", description=__doc__.splitlines()[0])
+    parser.add_argument("--home", help="directory of the metadata store (default ./.ultron)")
+    parser.add_argument("--db-url", help="SQLAlchemy URL of the metadata store")
+    parser.add_argument("--flink-url", help="REST URL of a remote Flink cluster")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    load_commands()
+    for name, (help_, build) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(handler=build(p))
+    return parser
+
+
+def load_commands() -> None:
+    """Import modules that register more commands (engines add theirs here)."""
+    import importlib
+
+    for module in ("ultron_nb.cli_run",):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        _emit(args.handler(args))
+    except UltronError as exc:
+        if os.environ.get("ULTRON_TRACEBACK"):
+            raise
+        sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The notebook face: ``%ultron`` magics, display objects and widgets."""

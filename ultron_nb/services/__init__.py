@@ -1,0 +1,1 @@
+"""Services: what the faces call. Each module is one concept."""
