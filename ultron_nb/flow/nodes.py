@@ -9,6 +9,7 @@ import ast
 import re
 from dataclasses import asdict, dataclass
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 from ultron_nb.errors import FlowError
@@ -140,7 +141,11 @@ class Node:
 
     def data_inputs(self) -> list[str]:
         """Every node this one reads: SQL references then explicit inputs, no repeats."""
-        return list(dict.fromkeys([*self.sql_references(), *self.inputs]))
+        return list(self._inputs)
+
+    @cached_property
+    def _inputs(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys([*self.sql_references(), *self.inputs]))
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 _TOKEN = re.compile(
     r"""
@@ -35,26 +36,25 @@ class Token:
 
     @property
     def upper(self) -> str:
-        return self.text.upper()
+        return self.text.upper() if self.kind == "word" else self.text
 
 
 def tokenize(sql: str) -> list[Token]:
     """Tokens of ``sql`` without whitespace and comments."""
-    out: list[Token] = []
-    pos = 0
-    while pos < len(sql):
-        m = _TOKEN.match(sql, pos)
-        if m is None:  # an unterminated quote: keep the rest as one token
-            out.append(Token("op", sql[pos:]))
-            break
-        pos = m.end()
-        kind = m.lastgroup or "op"
-        if kind in ("ws", "line_comment", "block_comment"):
-            continue
-        out.append(Token(kind, m.group()))
-    return out
+    return list(_tokens(sql))
 
 
+@lru_cache(maxsize=4096)
+def _tokens(sql: str) -> tuple[Token, ...]:
+    skip = ("ws", "line_comment", "block_comment")
+    return tuple(
+        Token(m.lastgroup or "op", m.group())
+        for m in _TOKEN.finditer(sql)
+        if m.lastgroup not in skip
+    )
+
+
+@lru_cache(maxsize=4096)
 def normalize_sql(sql: str) -> str:
     """Canonical text: comments dropped, whitespace collapsed, keywords upper-cased,
     trailing semicolons removed. Identifiers and literals keep their case."""
@@ -96,7 +96,12 @@ def table_references(sql: str) -> list[str]:
 
     A dotted name (``catalog.db.t``) is reported by its last part.
     """
-    toks = tokenize(sql)
+    return list(_table_references(sql))
+
+
+@lru_cache(maxsize=4096)
+def _table_references(sql: str) -> tuple[str, ...]:
+    toks = _tokens(sql)
     ctes: set[str] = set()
     refs: list[str] = []
     # CTE names: WITH name AS ( ... ), name AS ( ... )
@@ -164,7 +169,7 @@ def table_references(sql: str) -> list[str]:
         if name not in ctes and name not in seen:
             seen.add(name)
             ordered.append(name)
-    return ordered
+    return tuple(ordered)
 
 
 def placeholders(text: str) -> list[str]:

@@ -1,0 +1,67 @@
+"""Fixtures shared by every test: an isolated workspace and an IPython shell with ultron."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh working directory whose ``.ultron`` holds the metadata store."""
+    monkeypatch.chdir(tmp_path)
+    for var in ("ULTRON_HOME", "ULTRON_DB_URL", "ULTRON_FLINK_URL"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def workspace(workdir: Path) -> Any:
+    from ultron_nb import Workspace
+
+    return Workspace()
+
+
+@pytest.fixture(scope="session")
+def _shell() -> Any:
+    from IPython.testing.globalipapp import start_ipython
+
+    return start_ipython()
+
+
+@pytest.fixture
+def ip(_shell: Any, workdir: Path) -> Iterator[Any]:
+    """The testing IPython shell with a fresh ``%ultron`` magic bound to ``workdir``."""
+    from ultron_nb.notebook.magics import UltronMagic, load_verbs
+
+    load_verbs()
+    magic = UltronMagic(shell=_shell)
+    _shell.register_magics(magic)
+    _shell.user_ns["__ultron_magic"] = magic
+    yield _shell
+    _shell.user_ns.pop("__ultron_magic", None)
+
+
+def run_cell(ip: Any, source: str) -> Any:
+    """Run a cell; return its result, raising whatever the cell raised."""
+    result = ip.run_cell(source, store_history=False)
+    if result.error_before_exec is not None:
+        raise result.error_before_exec
+    if result.error_in_exec is not None:
+        raise result.error_in_exec
+    return result.result
+
+
+@pytest.fixture
+def cell(ip: Any) -> Any:
+    return lambda source: run_cell(ip, source)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("ULTRON_TEST", "1")
