@@ -13,7 +13,8 @@ from .ctr_flow import ctr_flow
 def test_dot_distinguishes_kinds_and_labels_edges() -> None:
     dot = to_dot(ctr_flow())
     assert '"impressions" [label="impressions\\n[topic]", shape=cylinder' in dot
-    assert '"label_join" [label="label_join\\n[flink stream]", shape=box, style="filled,rounded,bold"' in dot
+    assert ('"label_join" [label="label_join\\n[flink stream]", shape=box, '
+            'style="filled,rounded,bold"') in dot
     assert '"train" [label="train\\n[python]", shape=ellipse' in dot
     assert '"impressions" -> "label_join" [label="data"]' in dot
     assert 'label="stream→batch after watermark/1h"' in dot
