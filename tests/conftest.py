@@ -65,3 +65,6 @@ def cell(ip: Any) -> Any:
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("ULTRON_TEST", "1")
+
+
+pytest_plugins = ["tests.support.postgres"]

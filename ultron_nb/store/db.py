@@ -24,6 +24,7 @@ from ultron_nb.store.schema import SCHEMA_VERSION, meta, metadata
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 30_000
+WRITE_LOCK_ID = 0x756C7472  # "ultr": the advisory lock that serialises PostgreSQL writers
 
 # Migrations from version N to N+1: MIGRATIONS[N](connection).
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
@@ -134,8 +135,15 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """A write transaction: all or nothing; concurrent writers wait their turn."""
+        """A write transaction: all or nothing; concurrent writers wait their turn.
+
+        Writers are serialised on both backends, so read-then-write sequences (the next
+        version of a flow, say) are safe: SQLite by ``BEGIN IMMEDIATE``, PostgreSQL by a
+        transaction-scoped advisory lock.
+        """
         with self.engine.connect().execution_options(ultron_write=True) as conn, conn.begin():
+            if not self.is_sqlite:
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_ID})")
             yield conn
 
     @contextmanager
