@@ -10,7 +10,7 @@ DEMO_HOME := $(CURDIR)/.ultron
 
 setup: prereqs $(STAMP)
 
-# Java 11+ for Flink, graphviz's dot for the DAG, Chromium for the side-panel tests.
+# Java 11+ for Flink, graphviz's dot for the DAG.
 prereqs:
 	@if ! command -v java >/dev/null 2>&1; then \
 	  echo "ultron_nb needs Java 11 or newer for Flink: apt-get install -y openjdk-17-jre-headless" >&2; exit 1; fi
@@ -18,7 +18,6 @@ prereqs:
 	  if [ "$$v" = "1" ] || [ -z "$$v" ] || [ "$$v" -lt 11 ]; then \
 	    echo "ultron_nb needs Java 11 or newer for Flink (found: $$(java -version 2>&1 | head -1))" >&2; exit 1; fi
 	@missing=""; command -v dot >/dev/null 2>&1 || missing="$$missing graphviz"; \
-	  command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	  if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
 	      echo "installing$$missing with apt-get"; \
