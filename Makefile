@@ -9,6 +9,8 @@ DEMO_HOME := $(CURDIR)/.ultron
 .PHONY: demo test lab setup prereqs lint bench clean
 
 setup: prereqs $(STAMP)
+	@# The Kafka connector jars for Flink (idempotent; see ultron_nb/engines/flink/kafka.py).
+	@$(BIN)/python -m ultron_nb.engines.flink.kafka install >/dev/null
 
 # Java 11+ for Flink, graphviz's dot for the DAG.
 prereqs:
