@@ -25,7 +25,16 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=900, kernel_name="python3",
                             resources={"metadata": {"path": str(work)}})
-    client.execute()
+    try:
+        client.execute()
+    finally:  # a failed run must not leave the notebook's cluster or scheduler behind
+        from ultron_nb.config import Settings
+        from ultron_nb.engines.flink.cluster import LocalCluster
+        from ultron_nb.services.scheduler import stop_daemon
+
+        home = work / ".ultron"
+        stop_daemon(Settings(home=home))
+        LocalCluster(Settings(home=home)).down()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors

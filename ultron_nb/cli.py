@@ -109,13 +109,7 @@ def _node(p: argparse.ArgumentParser) -> Handler:
     def run(a: argparse.Namespace) -> Any:
         from ultron_nb.flow.build import define_node
 
-        if a.body_file in (None, "-"):
-            body = "" if a.body_file is None and sys.stdin.isatty() else sys.stdin.read()
-        else:
-            try:
-                body = Path(a.body_file).read_text()
-            except OSError as exc:
-                raise UltronError(f"--body-file {a.body_file}: {exc.strerror}") from None
+        body = _read_body(a.body_file)
         node = define_node(a.name, body, **node_kwargs(a))
         flow = _workspace(a).define(a.flow, node)
         return f"defined {node.label} node {node.name} (flow {a.flow} version {flow.version})"
@@ -135,29 +129,91 @@ def _rm(p: argparse.ArgumentParser) -> Handler:
     return run
 
 
+@command("up", "start the local Flink cluster and the scheduler (reuses running ones)")
+def _up(p: argparse.ArgumentParser) -> Handler:
+    p.add_argument("--port", type=int, help="REST port of the local cluster (default 8081)")
+    p.add_argument("--slots", type=int, help="task slots of the local cluster")
+    p.add_argument("--no-scheduler", action="store_true", help="do not start the scheduler")
+
+    def run(a: argparse.Namespace) -> Any:
+        from ultron_nb.services import runtime
+
+        return runtime.up(_workspace(a), port=a.port, slots=a.slots,
+                          scheduler=not a.no_scheduler)
+
+    return run
+
+
+@command("down", "stop the scheduler and the local Flink cluster")
+def _down(p: argparse.ArgumentParser) -> Handler:
+    p.add_argument("--port", type=int)
+
+    def run(a: argparse.Namespace) -> Any:
+        from ultron_nb.services import runtime
+
+        return runtime.down(_workspace(a), port=a.port)
+
+    return run
+
+
+@command("status", "the cluster and scheduler, or an experiment's live status")
+def _status(p: argparse.ArgumentParser) -> Handler:
+    p.add_argument("experiment", nargs="?", help="an experiment (default: the runtime)")
+
+    def run(a: argparse.Namespace) -> Any:
+        ws = _workspace(a)
+        if a.experiment:
+            from ultron_nb.services import experiments
+
+            return experiments.status(ws, a.experiment)
+        from ultron_nb.services import runtime
+
+        return runtime.status(ws)
+
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ultron", description=__doc__.splitlines()[0])
     parser.add_argument("--home", help="directory of the metadata store (default ./.ultron)")
     parser.add_argument("--db-url", help="SQLAlchemy URL of the metadata store")
     parser.add_argument("--flink-url", help="REST URL of a remote Flink cluster")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    load_commands()
     for name, (help_, build) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(handler=build(p))
+    from ultron_nb.commands import COMMANDS as SHARED
+
+    for name, cmd in SHARED.items():
+        if name in COMMANDS:
+            continue
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        if cmd.uses_flow:
+            p.add_argument("--flow", required=name not in ("preview",),
+                           help="the flow" + ("" if name != "preview" else " (optional)"))
+        if cmd.cell is not False:
+            p.add_argument("--body-file", help="file with the body ('-' or absent: stdin)")
+        p.set_defaults(handler=_shared(cmd.build(p), cmd.cell))
     return parser
 
 
-def load_commands() -> None:
-    """Import modules that register more commands (engines add theirs here)."""
-    import importlib
+def _shared(run: Any, cell: bool | None) -> Handler:
+    def handler(a: argparse.Namespace) -> Any:
+        body = None
+        if cell is not False:
+            body = _read_body(getattr(a, "body_file", None))
+        return run(_workspace(a), a, body)
 
-    for module in ("ultron_nb.cli_run",):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+    return handler
+
+
+def _read_body(path: str | None) -> str:
+    if path in (None, "-"):
+        return "" if path is None and sys.stdin.isatty() else sys.stdin.read()
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise UltronError(f"--body-file {path}: {exc.strerror}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

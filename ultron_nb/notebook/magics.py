@@ -141,3 +141,30 @@ def help_text(name: str | None = None) -> str:
 def load_verbs() -> None:
     """Import the verb modules (each registers its verbs)."""
     from ultron_nb.notebook import verbs_flow  # noqa: F401
+
+    register_commands()
+
+
+def register_commands() -> None:
+    """Register the commands shared with the CLI (:mod:`ultron_nb.commands`) as verbs."""
+    from ultron_nb.commands import COMMANDS
+
+    for cmd in COMMANDS.values():
+        if cmd.name in VERBS:
+            continue
+        parser = _Parser(prog=f"%ultron {cmd.name}", description=cmd.help, add_help=False)
+        if cmd.uses_flow:
+            parser.add_argument("--flow", help="default: the current flow")
+        run = cmd.build(parser)
+        VERBS[cmd.name] = Verb(cmd.name, cmd.help, parser, _bind(run, cmd.uses_flow), cmd.cell)
+
+
+def _bind(run: Any, uses_flow: bool) -> Runner:
+    def verb_runner(m: UltronMagic, a: argparse.Namespace, cell: str | None) -> Any:
+        if uses_flow and not a.flow:
+            a.flow = m.require_flow()
+        elif hasattr(a, "flow") and not a.flow:
+            a.flow = m.current_flow
+        return run(m.workspace, a, cell)
+
+    return verb_runner

@@ -97,11 +97,13 @@ def _show(p: argparse.ArgumentParser) -> Any:
     p.add_argument("--format", dest="fmt", choices=("svg", "dot"), default="svg")
     p.add_argument("--version", type=int)
     p.add_argument("--out", help="also write the rendering to this file")
+    p.add_argument("--experiment", help="colour by this experiment (default: the latest)")
+    p.add_argument("--static", action="store_true", help="no live status")
 
     def run(m: UltronMagic, a: argparse.Namespace, _cell: str | None) -> Svg | Dot:
         ws = m.workspace
         flow = ws.flow(a.flow or m.require_flow(), a.version)
-        decorations = _live_decorations(m, flow)
+        decorations = {} if a.static else _live_decorations(m, flow, a.experiment)
         text = ws.render(flow, a.fmt, **decorations)
         if a.out:
             Path(a.out).write_text(text)
@@ -110,13 +112,11 @@ def _show(p: argparse.ArgumentParser) -> Any:
     return run
 
 
-def _live_decorations(m: UltronMagic, flow: Any) -> dict[str, Any]:
-    """Status and watermarks of the flow's latest experiment, when the services provide them."""
-    try:
-        from ultron_nb.services import live
-    except ImportError:
-        return {}
-    return live.decorations(m.workspace, flow)
+def _live_decorations(m: UltronMagic, flow: Any, experiment: str | None) -> dict[str, Any]:
+    """Status and watermarks of the flow's latest (or the given) experiment."""
+    from ultron_nb.services import live
+
+    return live.decorations(m.workspace, flow, experiment)
 
 
 @verb("flows", "list the flows in the metadata store")

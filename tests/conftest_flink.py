@@ -1,0 +1,118 @@
+"""Flink fixtures: real local session clusters on free 127.0.0.1 ports, stopped by their PIDs.
+
+* ``flink_cluster`` (session): the cluster most tests share (8 slots).
+* ``remote_flink_cluster`` (session): a second cluster used as the "remote" one. It is started
+  by a child Python process that exits right away, so every test that uses it also shows that
+  a cluster outlives the process that started it.
+* ``flink_workspace``: a fresh workspace whose local cluster is ``flink_cluster``; the jobs
+  its experiments started are cancelled afterwards, so tests do not hold slots.
+
+Register with ``pytest_plugins = ["tests.conftest_flink"]`` in the root conftest.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _settings(home: Path, port: int) -> Any:
+    from ultron_nb.config import Settings
+
+    return Settings(home=home, flink_port=port)
+
+
+@pytest.fixture(scope="session")
+def flink_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The shared local cluster (REST and every other port picked free)."""
+    from ultron_nb.engines.flink.cluster import LocalCluster, free_port
+
+    home = tmp_path_factory.mktemp("flink-local") / ".ultron"
+    cluster = LocalCluster(_settings(home, free_port()), slots=8, taskmanager_memory="1280m",
+                           jobmanager_memory="1024m")
+    cluster.up()
+    try:
+        yield cluster
+    finally:
+        pids = [p for ps in cluster.pids().values() for p in ps]
+        cluster.down()
+        _assert_gone(pids)
+
+
+@pytest.fixture(scope="session")
+def remote_flink_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A second cluster, started by a child process that has exited when the test runs."""
+    from ultron_nb.engines.flink.cluster import LocalCluster, free_port
+
+    home = tmp_path_factory.mktemp("flink-remote") / ".ultron"
+    port = free_port()
+    script = textwrap.dedent(f"""
+        from pathlib import Path
+        from ultron_nb.config import Settings
+        from ultron_nb.engines.flink.cluster import LocalCluster
+        c = LocalCluster(Settings(home=Path({str(home)!r}), flink_port={port}), slots=2,
+                         taskmanager_memory="1024m", jobmanager_memory="1024m")
+        print(c.up())
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=180, env=dict(os.environ))
+    cluster = LocalCluster(_settings(home, port))
+    if done.returncode != 0:
+        cluster.down()
+        raise RuntimeError(f"remote cluster did not start: {done.stderr[-2000:]}")
+    try:
+        yield cluster
+    finally:
+        pids = [p for ps in cluster.pids().values() for p in ps]
+        cluster.down()
+        _assert_gone(pids)
+
+
+def _assert_gone(pids: list[int]) -> None:
+    from ultron_nb.engines.flink.cluster import _pid_alive
+
+    alive = [p for p in pids if _pid_alive(p)]
+    assert not alive, f"Flink daemons still alive after down(): {alive}"
+
+
+@pytest.fixture
+def flink_workspace(tmp_path: Path, flink_cluster: Any) -> Iterator[Any]:
+    """A workspace under ``tmp_path`` whose (local) cluster is ``flink_cluster``."""
+    from ultron_nb.services.workspace import Workspace
+
+    ws = Workspace(_settings(tmp_path / ".ultron", flink_cluster.rest_port))
+    try:
+        yield ws
+    finally:
+        cancel_workspace_jobs(ws)
+
+
+def cancel_workspace_jobs(ws: Any) -> None:
+    """Cancel every still running Flink job that experiments of ``ws`` started."""
+    from sqlalchemy import select
+
+    from ultron_nb.engines.flink.rest import FlinkRest
+    from ultron_nb.errors import UltronError
+    from ultron_nb.store.schema import jobs
+
+    with ws.db.read() as conn:
+        rows = conn.execute(select(jobs.c.external_id, jobs.c.target)
+                            .where(jobs.c.external_id.is_not(None))).all()
+    for job_id, target in rows:
+        with FlinkRest(target) as rest:
+            try:
+                if rest.job_state(job_id) in ("created", "running", "restarting", "failing",
+                                              "initializing"):
+                    rest.cancel(job_id)
+                    rest.await_state(job_id, {"canceled", "failed", "finished"}, 30)
+            except UltronError:
+                pass

@@ -1,0 +1,104 @@
+"""The REST client without a cluster: headers, errors, root causes, watermarks."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from ultron_nb.engines.flink.cluster import free_port
+from ultron_nb.engines.flink.rest import FlinkRest, root_cause_line
+from ultron_nb.errors import ClusterError, NotFoundError
+
+ROUTES: dict[str, Any] = {
+    "/overview": {"taskmanagers": 1, "slots-total": 2, "flink-version": "2.3.0"},
+    "/jobs": {"jobs": [{"id": "j1", "status": "RUNNING"}]},
+    "/jobs/j1/exceptions": {"exceptionHistory": {"entries": [{
+        "exceptionName": "org.apache.flink.runtime.JobException",
+        "stacktrace": "org.apache.flink.runtime.JobException: Recovery is suppressed\n"
+                      "\tat a.b(C.java:1)\nCaused by: java.io.IOException: disk on fire\n"
+                      "\tat d.e(F.java:2)\n"}]}},
+    "/jobs/j1/plan": {"plan": {"nodes": [{"id": "src"}, {"id": "sink",
+                                                         "inputs": [{"id": "src"}]}]}},
+    "/jobs/j1/vertices/sink/metrics": [
+        {"id": "0.StreamingFileWriter.currentInputWatermark"},
+        {"id": "1.StreamingFileWriter.currentInputWatermark"},
+        {"id": "0.IntervalJoin[3].currentInputWatermark"}],
+}
+METRIC_VALUES = [{"id": "0.StreamingFileWriter.currentInputWatermark", "value": "2000"},
+                 {"id": "1.StreamingFileWriter.currentInputWatermark", "value": "1500"}]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    seen: list[dict[str, str]] = []
+
+    def do_GET(self) -> None:
+        _Handler.seen.append(dict(self.headers))
+        path, _, query = self.path.partition("?")
+        if path == "/jobs/j1/vertices/sink/metrics" and query.startswith("get="):
+            body: Any = METRIC_VALUES
+        elif path in ROUTES:
+            body = ROUTES[path]
+        else:
+            self.send_response(404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(json.dumps({"errors": ["Not found: " + path]}).encode())
+            return
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def fake_flink() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_headers_go_with_every_request(fake_flink: str) -> None:
+    with FlinkRest(fake_flink + "/", headers={"Authorization": "Bearer t0k"}) as rest:
+        assert rest.url == fake_flink
+        assert rest.overview()["flink-version"] == "2.3.0"
+    assert _Handler.seen[-1].get("Authorization") == "Bearer t0k"
+
+
+def test_unknown_job_is_not_found_and_errors_are_readable(fake_flink: str) -> None:
+    with FlinkRest(fake_flink) as rest:
+        with pytest.raises(NotFoundError, match="has no job nope"):
+            rest.job("nope")
+        with pytest.raises(ClusterError, match=r"404.*Not found: /nothing"):
+            rest.get("/nothing")
+
+
+def test_an_unreachable_url_is_named() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    with FlinkRest(url, timeout=2) as rest:
+        assert not rest.reachable()
+        with pytest.raises(ClusterError, match=f"cannot reach Flink at {url}"):
+            rest.overview()
+
+
+def test_root_cause_is_the_deepest_cause(fake_flink: str) -> None:
+    with FlinkRest(fake_flink) as rest:
+        assert rest.root_cause("j1") == "IOException: disk on fire"
+    assert root_cause_line("org.x.Y: top\nCaused by: a.b.Z: deeper") == "Z: deeper"
+
+
+def test_job_watermark_is_the_minimum_at_the_sink_writer(fake_flink: str) -> None:
+    with FlinkRest(fake_flink) as rest:
+        assert rest.sink_vertices("j1") == ["sink"]
+        assert rest.job_watermark("j1") == 1500

@@ -1,0 +1,382 @@
+"""A small client for Flink's REST API, for the local cluster and remote ones alike.
+
+Every request goes through :meth:`FlinkRest.request`, which turns transport failures into a
+:class:`~ultron_nb.errors.ClusterError` naming the URL, a 404 on a job into
+:class:`~ultron_nb.errors.NotFoundError`, and Flink's error bodies into one readable line.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from ultron_nb.errors import ClusterError, JobFailedError, NotFoundError
+
+log = logging.getLogger(__name__)
+
+#: Flink reports "no watermark yet" as Long.MIN_VALUE.
+NO_WATERMARK = -(2**63)
+
+_OPERATOR_INPUT_WM = re.compile(r"^(?P<subtask>\d+)\.(?P<op>.+)\.currentInputWatermark$")
+
+#: Job states after which a job does not run again (lower case).
+TERMINAL_STATES = frozenset({"finished", "failed", "canceled", "suspended"})
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """One job as Flink reports it (state in lower case)."""
+
+    id: str
+    name: str
+    state: str
+    start_time: float | None = None  # seconds since the epoch
+    end_time: float | None = None
+    vertices: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> JobInfo:
+        def seconds(value: Any) -> float | None:
+            return value / 1000.0 if isinstance(value, int | float) and value > 0 else None
+
+        return cls(
+            id=str(data.get("jid") or data.get("id")),
+            name=str(data.get("name", "")),
+            state=str(data.get("state") or data.get("status") or "unknown").lower(),
+            start_time=seconds(data.get("start-time")),
+            end_time=seconds(data.get("end-time")),
+            vertices=list(data.get("vertices", [])),
+        )
+
+
+def _flink_errors(response: httpx.Response) -> str:
+    """The useful part of a Flink error body ({"errors": [...]})."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:300]
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not errors:
+        return str(body)[:300]
+    text = str(errors[0])
+    # Flink puts a whole stack trace into the first error; keep the most specific line.
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    causes = [ln for ln in lines if ln.startswith("Caused by:")]
+    best = causes[-1][len("Caused by:"):].strip() if causes else lines[0] if lines else text
+    return best[:500]
+
+
+def root_cause_line(stacktrace: str) -> str:
+    """The deepest ``Caused by`` of a Java stack trace, without the exception's package."""
+    lines = [ln.strip() for ln in stacktrace.splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    causes = [ln[len("Caused by:"):].strip() for ln in lines if ln.startswith("Caused by:")]
+    line = causes[-1] if causes else lines[0]
+    # org.apache.flink.FooException: message -> FooException: message
+    return re.sub(r"^(?:[a-z_][\w$]*\.)+(?=[A-Z])", "", line)
+
+
+class FlinkRest:
+    """Talk to one Flink cluster through its REST API.
+
+    ``url`` is the REST endpoint (``http://127.0.0.1:8081``, ``https://flink.example.com/x``);
+    ``headers`` are sent with every request (authentication); ``verify`` is httpx's TLS
+    setting (True, False or a CA bundle path).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        verify: bool | str = True,
+        timeout: float = 10.0,
+    ):
+        self.url = url.rstrip("/")
+        self.headers = dict(headers or {})
+        self.verify = verify
+        self._client = httpx.Client(
+            base_url=self.url, headers=self.headers, verify=verify, timeout=timeout
+        )
+
+    def __repr__(self) -> str:
+        return f"<FlinkRest {self.url}>"
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> FlinkRest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- transport
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        job: str | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Send one request; return the decoded JSON body (None when empty)."""
+        extra: dict[str, Any] = {}
+        if timeout is not None:
+            extra["timeout"] = timeout
+        try:
+            response = self._client.request(method, path, json=json, params=params, **extra)
+        except httpx.TransportError as exc:
+            reason = str(exc) or type(exc).__name__
+            raise ClusterError(f"cannot reach Flink at {self.url}: {reason}") from None
+        if response.status_code == 404 and job is not None:
+            raise NotFoundError(f"Flink at {self.url} has no job {job}")
+        if response.status_code >= 400:
+            raise ClusterError(
+                f"Flink at {self.url} refused {method} {path} "
+                f"({response.status_code}): {_flink_errors(response)}"
+            )
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise ClusterError(
+                f"{self.url}{path} did not answer JSON: is this a Flink REST endpoint?"
+            ) from None
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs)
+
+    # ---------------------------------------------------------------- cluster
+    def overview(self) -> dict[str, Any]:
+        """``GET /overview``: task managers, slots, job counts, Flink version."""
+        return dict(self.get("/overview"))
+
+    def reachable(self, timeout: float = 2.0) -> bool:
+        """Does a Flink REST endpoint answer at this URL?"""
+        try:
+            self.request("GET", "/overview", timeout=timeout)
+        except ClusterError:
+            return False
+        return True
+
+    def web_url(self, job_id: str | None = None) -> str:
+        """The web UI link of the cluster or of one job."""
+        if job_id is None:
+            return f"{self.url}/#/overview"
+        return f"{self.url}/#/job/running/{job_id}/overview"
+
+    # ---------------------------------------------------------------- jobs
+    def job_ids(self) -> dict[str, str]:
+        """``GET /jobs``: every job id the cluster knows, with its state (lower case)."""
+        body = self.get("/jobs")
+        return {j["id"]: str(j["status"]).lower() for j in body.get("jobs", [])}
+
+    def jobs(self) -> list[JobInfo]:
+        """``GET /jobs/overview``: every job with name and state, newest first."""
+        body = self.get("/jobs/overview")
+        items = [JobInfo.from_json(j) for j in body.get("jobs", [])]
+        return sorted(items, key=lambda j: j.start_time or 0.0, reverse=True)
+
+    def job(self, job_id: str) -> JobInfo:
+        """``GET /jobs/<id>``: state, times and vertices of one job."""
+        return JobInfo.from_json(self.get(f"/jobs/{job_id}", job=job_id))
+
+    def job_state(self, job_id: str) -> str:
+        return self.job(job_id).state
+
+    def root_cause(self, job_id: str) -> str | None:
+        """The root cause of the job's latest failure (one line), or None."""
+        body = self.get(f"/jobs/{job_id}/exceptions", params={"maxExceptions": 1}, job=job_id)
+        entries = (body.get("exceptionHistory") or {}).get("entries") or []
+        if entries:
+            entry = entries[0]
+            line = root_cause_line(entry.get("stacktrace") or "")
+            return line or entry.get("exceptionName")
+        root = body.get("root-exception")  # Flink 1.x
+        return root_cause_line(root) if root else None
+
+    def cancel(self, job_id: str) -> None:
+        """``PATCH /jobs/<id>?mode=cancel``."""
+        self.request("PATCH", f"/jobs/{job_id}", params={"mode": "cancel"}, job=job_id)
+
+    def trigger_savepoint(
+        self, job_id: str, target_directory: str | None = None, *, cancel: bool = False
+    ) -> str:
+        """``POST /jobs/<id>/savepoints``; returns the trigger id."""
+        body: dict[str, Any] = {"cancel-job": cancel}
+        if target_directory:
+            body["target-directory"] = target_directory
+        answer = self.request("POST", f"/jobs/{job_id}/savepoints", json=body, job=job_id)
+        return str(answer["request-id"])
+
+    def trigger_stop(
+        self, job_id: str, target_directory: str | None = None, *, drain: bool = False
+    ) -> str:
+        """``POST /jobs/<id>/stop`` (stop with savepoint); returns the trigger id."""
+        body: dict[str, Any] = {"drain": drain}
+        if target_directory:
+            body["targetDirectory"] = target_directory
+        answer = self.request("POST", f"/jobs/{job_id}/stop", json=body, job=job_id)
+        return str(answer["request-id"])
+
+    def await_savepoint(self, job_id: str, trigger_id: str, timeout: float = 120.0) -> str:
+        """Wait for a savepoint (or stop-with-savepoint) to complete; return its location."""
+        deadline = time.monotonic() + timeout
+        delay = 0.2
+        while True:
+            body = self.get(f"/jobs/{job_id}/savepoints/{trigger_id}", job=job_id)
+            if (body.get("status") or {}).get("id") == "COMPLETED":
+                op = body.get("operation") or {}
+                if "location" in op:
+                    return str(op["location"])
+                cause = op.get("failure-cause") or {}
+                trace = cause.get("stack-trace") or cause.get("serialized-throwable") or ""
+                raise JobFailedError(
+                    f"savepoint of job {job_id} failed: {root_cause_line(str(trace)) or cause}"
+                )
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"savepoint of job {job_id} did not complete within {timeout:.0f} s"
+                )
+            time.sleep(delay)
+            delay = min(delay * 1.5, 1.0)
+
+    def savepoint(self, job_id: str, target_directory: str | None = None,
+                  timeout: float = 120.0) -> str:
+        """Take a savepoint of a running job; return its location."""
+        return self.await_savepoint(job_id, self.trigger_savepoint(job_id, target_directory),
+                                    timeout)
+
+    def stop_with_savepoint(self, job_id: str, target_directory: str | None = None,
+                            timeout: float = 120.0) -> str:
+        """Stop a job with a savepoint; return the savepoint's location."""
+        return self.await_savepoint(job_id, self.trigger_stop(job_id, target_directory),
+                                    timeout)
+
+    def await_state(
+        self, job_id: str, states: set[str] | frozenset[str], timeout: float = 60.0
+    ) -> str:
+        """Poll until the job is in one of ``states`` (lower case); return that state.
+
+        Raises :class:`~ultron_nb.errors.JobFailedError` with the root cause when the job
+        fails instead, and :class:`~ultron_nb.errors.ClusterError` on timeout.
+        """
+        deadline = time.monotonic() + timeout
+        delay = 0.1
+        state = "unknown"
+        while time.monotonic() < deadline:
+            state = self.job_state(job_id)
+            if state in states:
+                return state
+            if state == "failed":
+                raise JobFailedError(f"job {job_id} failed: {self.root_cause(job_id)}")
+            if state in TERMINAL_STATES:
+                break
+            time.sleep(delay)
+            delay = min(delay * 1.5, 1.0)
+        raise ClusterError(
+            f"job {job_id} is {state}, not {'/'.join(sorted(states))}, after {timeout:.0f} s"
+        )
+
+    # ---------------------------------------------------------------- watermarks
+    def plan(self, job_id: str) -> list[dict[str, Any]]:
+        """The job graph's nodes (``GET /jobs/<id>/plan``), each with its ``inputs``."""
+        body = self.get(f"/jobs/{job_id}/plan", job=job_id)
+        return list((body.get("plan") or {}).get("nodes", []))
+
+    def sink_vertices(self, job_id: str) -> list[str]:
+        """Vertex ids that feed no other vertex (the job's last stage)."""
+        nodes = self.plan(job_id)
+        fed = {i["id"] for n in nodes for i in n.get("inputs", [])}
+        return [n["id"] for n in nodes if n["id"] not in fed]
+
+    def vertex_watermarks(self, job_id: str, vertex_id: str) -> list[int | None]:
+        """Each subtask's current input watermark (ms) of one vertex; None means none yet."""
+        body = self.get(f"/jobs/{job_id}/vertices/{vertex_id}/watermarks", job=job_id)
+        out: list[int | None] = []
+        for item in body or []:
+            try:
+                value = int(float(item["value"]))
+            except (KeyError, TypeError, ValueError):
+                continue
+            out.append(None if value <= NO_WATERMARK + 1 else value)
+        return out
+
+    def _metric_values(self, job_id: str, vertex_id: str, names: Sequence[str],
+                       ) -> dict[str, int | None]:
+        path = f"/jobs/{job_id}/vertices/{vertex_id}/metrics"
+        values = self.get(path, params={"get": ",".join(names)}, job=job_id) or []
+        out: dict[str, int | None] = {}
+        for item in values:
+            try:
+                value = int(float(item["value"]))
+            except (KeyError, TypeError, ValueError):
+                continue
+            out[str(item["id"])] = None if value <= NO_WATERMARK + 1 else value
+        return out
+
+    def output_watermark(self, job_id: str, vertex_id: str) -> list[int | None] | None:
+        """Per subtask, the watermark entering the vertex's sink writer — what the job's
+        output is complete up to. None when the vertex has no writer operator."""
+        path = f"/jobs/{job_id}/vertices/{vertex_id}/metrics"
+        names = [str(m["id"]) for m in self.get(path, job=job_id) or []]
+        wanted: dict[str, list[str]] = {}
+        for name in names:
+            m = _OPERATOR_INPUT_WM.match(name)
+            if m and ("Writer" in m["op"] or m["op"].startswith("Sink")):
+                wanted.setdefault(m["subtask"], []).append(name)
+        if not wanted:
+            return None
+        values = self._metric_values(job_id, vertex_id, [n for ns in wanted.values()
+                                                         for n in ns])
+        out: list[int | None] = []
+        for subtask in sorted(wanted, key=int):
+            found = [values.get(n) for n in wanted[subtask]]
+            known = [v for v in found if v is not None]
+            # Later operators of the chain may not forward watermarks: take the furthest.
+            out.append(max(known) if known else None)
+        return out
+
+    def job_watermark(self, job_id: str) -> int | None:
+        """How far the job's output is complete in event time (ms since the epoch).
+
+        Read at the sink writer of each last vertex (after operators such as interval joins
+        that hold the watermark back), minimum over subtasks; the vertex input watermark
+        when there is no writer. None while no watermark has arrived.
+        """
+        values: list[int | None] = []
+        for vertex in self.sink_vertices(job_id):
+            marks = self.output_watermark(job_id, vertex)
+            if marks is None:
+                marks = self.vertex_watermarks(job_id, vertex)
+            values.extend(marks)
+        if not values or any(v is None for v in values):
+            return None
+        return min(v for v in values if v is not None)
+
+    def vertex_records(self, job_id: str) -> dict[str, dict[str, int]]:
+        """Records read/written per vertex name (from the job detail)."""
+        info = self.job(job_id)
+        out: dict[str, dict[str, int]] = {}
+        for vertex in info.vertices:
+            metrics = vertex.get("metrics") or {}
+            out[str(vertex.get("name"))] = {
+                "read": int(metrics.get("read-records", 0)),
+                "written": int(metrics.get("write-records", 0)),
+            }
+        return out

@@ -1,0 +1,321 @@
+"""Compile SQL nodes into Flink jobs and submit them through PyFlink, in this process.
+
+The PyFlink JVM gateway is started on first use and kept warm, so a second submission from
+the same kernel takes a fraction of the first. Every job is submitted with
+``execution.target=remote`` and the target's ``rest.address``/``rest.port`` through
+``EnvironmentSettings.with_configuration`` — the path that really reaches the cluster (the
+same settings given to a ``StreamExecutionEnvironment`` outside ``flink run`` silently run a
+mini cluster in-process). After submission the job id is checked in the target's ``GET /jobs``.
+
+SQL is validated before anything is submitted: the query is planned (``sql_query``), then the
+whole ``INSERT`` is optimized (``explain_sql``), which also catches queries a sink cannot take
+(updates into an append-only topic, two rowtime columns). Errors become
+:class:`~ultron_nb.errors.SqlError` with the planner's useful line and the node's name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from ultron_nb.errors import ClusterError, ConfigError, SqlError
+
+log = logging.getLogger(__name__)
+
+_LOCK = threading.RLock()
+_GATEWAY_HEADERS: str | None = None
+_HEADERS_ENV = "FLINK_REST_CLIENT_HEADERS"
+
+Mode = Literal["stream", "batch"]
+
+
+# ---------------------------------------------------------------- messages
+_PREFIX = re.compile(r"^An error occurred while calling [\w.]+\.\s*:?\s*", re.DOTALL)
+_JAVA_CLASS = re.compile(r"^(?:[a-z_][\w$]*\.)+([A-Z][\w$]*)(?=:)")
+_LINE_COL = re.compile(r"\bline (\d+), column (\d+)")
+
+
+def planner_message(exc: BaseException, *, line_offset: int = 0) -> str:
+    """The useful line of a PyFlink / Java exception.
+
+    The first line of the message when it points into the SQL (``From line 2, column 3``,
+    ``Encountered "x" at line 1``), else the deepest ``Caused by``; Java package names are
+    dropped and line numbers are shifted by ``line_offset``.
+    """
+    text = str(exc)
+    text = _PREFIX.sub("", text.strip())
+    lines = [ln.rstrip() for ln in text.splitlines()]
+    heads = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("at ")
+             and not ln.lstrip().startswith("...")]
+    if not heads:
+        return type(exc).__name__
+    first = heads[0]
+    causes = [h[len("Caused by:"):].strip() for h in heads if h.startswith("Caused by:")]
+    best = first
+    if not _LINE_COL.search(first) and causes:
+        best = causes[-1]
+    best = _JAVA_CLASS.sub(r"\1", best)
+    best = best.replace("ValidationException: SQL validation failed. ", "")
+    best = best.replace("SqlParserException: SQL parse failed. ", "SQL parse error: ")
+    if line_offset:
+        best = _LINE_COL.sub(
+            lambda m: f"line {max(1, int(m.group(1)) - line_offset)}, column {m.group(2)}", best
+        )
+    return best[:600]
+
+
+def _is_java_error(exc: BaseException) -> bool:
+    mod = type(exc).__module__
+    return mod.startswith("py4j") or mod.startswith("pyflink")
+
+
+# ---------------------------------------------------------------- targets
+def target_configuration(
+    url: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    verify: bool | str = True,
+) -> dict[str, str]:
+    """Flink client settings that submit to the REST endpoint ``url``."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if not parts.hostname:
+        raise ConfigError(f"flink_url {url!r}: no host")
+    https = parts.scheme == "https"
+    conf = {
+        "execution.target": "remote",
+        "rest.address": parts.hostname,
+        "rest.port": str(parts.port or (443 if https else 80)),
+    }
+    prefix = parts.path.rstrip("/")
+    if prefix:
+        conf["rest.url-prefix"] = prefix
+    if https:
+        conf["security.ssl.rest.enabled"] = "true"
+        if isinstance(verify, str) and verify.endswith((".jks", ".p12", ".pfx")):
+            conf["security.ssl.rest.truststore"] = verify
+    _ensure_gateway_headers(headers or {})
+    return conf
+
+
+def _ensure_gateway_headers(headers: Mapping[str, str]) -> None:
+    """Flink's REST client reads extra headers from its JVM's environment (set before start)."""
+    global _GATEWAY_HEADERS
+    wanted = "\n".join(f"{k}:{v}" for k, v in sorted(headers.items()))
+    if _GATEWAY_HEADERS is None:  # the JVM has not started yet (or we do not know)
+        if wanted:
+            os.environ[_HEADERS_ENV] = wanted
+        return
+    if wanted != _GATEWAY_HEADERS:
+        log.warning(
+            "the PyFlink JVM was started with other REST headers; job submission keeps using "
+            "those (restart the kernel to change flink_headers)"
+        )
+
+
+def _gateway_started() -> None:
+    global _GATEWAY_HEADERS
+    if _GATEWAY_HEADERS is None:
+        _GATEWAY_HEADERS = os.environ.get(_HEADERS_ENV, "")
+
+
+def table_environment(mode: Mode, conf: Mapping[str, str]) -> Any:
+    """A new PyFlink ``TableEnvironment`` with ``conf`` (the JVM gateway is shared)."""
+    from pyflink.common import Configuration
+    from pyflink.table import EnvironmentSettings, TableEnvironment
+
+    with _LOCK:
+        configuration = Configuration()
+        for key, value in conf.items():
+            configuration.set_string(key, str(value))
+        builder = EnvironmentSettings.new_instance()
+        builder = builder.in_streaming_mode() if mode == "stream" else builder.in_batch_mode()
+        env = TableEnvironment.create(builder.with_configuration(configuration).build())
+        _gateway_started()
+        return env
+
+
+# ---------------------------------------------------------------- jobs
+@dataclass
+class JobSpec:
+    """Everything needed to run one SQL node as one Flink job."""
+
+    node: str
+    mode: Mode
+    statements: list[str]  # CREATE TEMPORARY TABLE / VIEW for the inputs
+    query: str  # the node's SELECT, parameters substituted
+    sink_name: str
+    sink_ddl: str = ""  # filled by compile_job once the output schema is known
+    config: dict[str, str] = field(default_factory=dict)
+    rowtime: str | None = None  # output rowtime column: its watermark is written as __wm
+
+    @property
+    def insert(self) -> str:
+        """The INSERT; the query starts on line 2 (error line numbers are shifted by 1)."""
+        if self.rowtime:
+            rt = "`" + self.rowtime.replace("`", "``") + "`"
+            head = f"INSERT INTO `{self.sink_name}` SELECT *, CURRENT_WATERMARK({rt}) FROM ("
+            return f"{head}\n{self.query}\n)"
+        return f"INSERT INTO `{self.sink_name}`\n{self.query}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"node": self.node, "mode": self.mode, "statements": list(self.statements),
+                "query": self.query, "sink_name": self.sink_name, "sink_ddl": self.sink_ddl,
+                "config": dict(self.config), "rowtime": self.rowtime}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JobSpec:
+        return cls(node=data["node"], mode=data["mode"], statements=list(data["statements"]),
+                   query=data["query"], sink_name=data["sink_name"],
+                   sink_ddl=data.get("sink_ddl", ""), config=dict(data.get("config", {})),
+                   rowtime=data.get("rowtime"))
+
+
+@dataclass
+class CompiledJob:
+    """A validated job, ready to submit: its environment holds the declared tables."""
+
+    spec: JobSpec
+    columns: list[tuple[str, str]]  # output columns as Flink resolved them (with *ROWTIME*)
+    env: Any = field(repr=False, default=None)
+
+    @property
+    def rowtime_columns(self) -> list[str]:
+        return [n for n, t in self.columns if t.endswith("*ROWTIME*")]
+
+
+def _run_statements(env: Any, node: str, statements: Sequence[str]) -> None:
+    for stmt in statements:
+        try:
+            env.execute_sql(stmt)
+        except Exception as exc:
+            if not _is_java_error(exc):
+                raise
+            raise SqlError(
+                f"node {node!r}: generated DDL was refused: {planner_message(exc)}"
+            ) from None
+
+
+def resolve_columns(env: Any, node: str, query: str) -> list[tuple[str, str]]:
+    """Plan ``query`` and return its output columns ``(name, type)``; SqlError if invalid."""
+    try:
+        table = env.sql_query(query)
+    except Exception as exc:
+        if not _is_java_error(exc):
+            raise
+        raise SqlError(f"node {node!r}: {planner_message(exc)}") from None
+    schema = table._j_table.getResolvedSchema()
+    return [(str(c.getName()), str(c.getDataType().toString())) for c in schema.getColumns()]
+
+
+def compile_job(
+    spec: JobSpec,
+    sink_ddl_for: Any,
+) -> CompiledJob:
+    """Declare the inputs, plan the query, declare the sink, optimize the INSERT.
+
+    ``sink_ddl_for(columns, spec)`` returns the sink's DDL for the resolved output columns
+    (and may set ``spec.rowtime``). Nothing
+    is submitted; a problem raises :class:`SqlError` naming ``spec.node``.
+    """
+    env = table_environment(spec.mode, spec.config)
+    _run_statements(env, spec.node, spec.statements)
+    columns = resolve_columns(env, spec.node, spec.query)
+    spec.sink_ddl = sink_ddl_for(columns, spec)
+    _run_statements(env, spec.node, [spec.sink_ddl])
+    try:
+        env.explain_sql(spec.insert)
+    except Exception as exc:
+        if not _is_java_error(exc):
+            raise
+        raise SqlError(f"node {spec.node!r}: {planner_message(exc, line_offset=1)}") from None
+    return CompiledJob(spec, columns, env)
+
+
+def prepare(spec: JobSpec) -> CompiledJob:
+    """Re-create a compiled job from a stored spec (resume from a savepoint)."""
+    env = table_environment(spec.mode, spec.config)
+    _run_statements(env, spec.node, [*spec.statements, spec.sink_ddl])
+    return CompiledJob(spec, [], env)
+
+
+def submit(job: CompiledJob, rest: Any, *, timeout: float = 60.0) -> str:
+    """Submit ``job`` to the cluster behind ``rest`` (a FlinkRest); return the job id.
+
+    The id is checked in the cluster's ``GET /jobs``: a job that ran anywhere else (an
+    in-process mini cluster) is an error.
+    """
+    spec = job.spec
+    started = time.monotonic()
+    with _LOCK:
+        try:
+            result = job.env.execute_sql(spec.insert)
+        except Exception as exc:
+            if not _is_java_error(exc):
+                raise
+            message = planner_message(exc, line_offset=1)
+            if "Connection refused" in str(exc) or "Could not submit job" in str(exc) or (
+                "RestClientException" in str(exc)
+            ):
+                raise ClusterError(
+                    f"node {spec.node!r}: submission to {rest.url} failed: {message}"
+                ) from None
+            raise SqlError(f"node {spec.node!r}: {message}") from None
+        client = result.get_job_client()
+        if client is None:
+            raise ClusterError(f"node {spec.node!r}: Flink returned no job client")
+        job_id = str(client.get_job_id())
+    deadline = time.monotonic() + timeout
+    while job_id not in rest.job_ids():
+        if time.monotonic() > deadline:
+            raise ClusterError(
+                f"node {spec.node!r}: job {job_id} was submitted but {rest.url} does not list "
+                "it (did it run in a local mini cluster?)"
+            )
+        time.sleep(0.2)
+    log.info("node %s: job %s submitted to %s in %.1f s", spec.node, job_id, rest.url,
+             time.monotonic() - started)
+    return job_id
+
+
+# ---------------------------------------------------------------- ad-hoc queries
+def collect(
+    statements: Sequence[str],
+    query: str,
+    *,
+    limit: int,
+    mode: Mode = "batch",
+    conf: Mapping[str, str] | None = None,
+    name: str = "query",
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run a bounded query in this process (a local mini cluster); return columns and rows.
+
+    Used for ad-hoc SQL over flow tables: it does not take slots from the experiments'
+    cluster and needs no cluster at all.
+    """
+    settings = {"parallelism.default": "1", "pipeline.name": f"ultron {name}"}
+    settings.update(conf or {})
+    env = table_environment(mode, settings)
+    _run_statements(env, name, statements)
+    columns = [n for n, _ in resolve_columns(env, name, query)]
+    wrapped = f"SELECT * FROM (\n{query}\n) LIMIT {int(limit)}"
+    rows: list[tuple[Any, ...]] = []
+    with _LOCK:
+        try:
+            result = env.execute_sql(wrapped)
+            with result.collect() as results:
+                for row in results:
+                    rows.append(tuple(row))
+                    if len(rows) >= limit:
+                        break
+        except Exception as exc:
+            if not _is_java_error(exc):
+                raise
+            raise SqlError(f"{name}: {planner_message(exc, line_offset=1)}") from None
+    return columns, rows

@@ -1,0 +1,288 @@
+"""Experiments, node instances and jobs in the metadata store (repository functions).
+
+Every function takes an open connection (``db.read()`` / ``db.write()``), so callers
+group several changes into one transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, update
+
+from ultron_nb.errors import NotFoundError
+from ultron_nb.store.schema import experiment_nodes, experiments, jobs
+from ultron_nb.store.schema import node_instances as instances
+
+
+@dataclass(frozen=True)
+class ExperimentRow:
+    id: int
+    name: str
+    flow_name: str
+    flow_version: int
+    params: dict[str, Any]
+    label: str
+    target: str
+    state: str
+    parent: str | None
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class InstanceRow:
+    id: str
+    identity: str
+    target: str
+    node_name: str
+    flow_name: str
+    flow_version: int
+    params: dict[str, Any]
+    upstream: dict[str, str]
+    output: dict[str, Any]
+    state: str
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: int
+    instance_id: str
+    engine: str
+    external_id: str | None
+    target: str
+    state: str
+    attempt: int
+    savepoint: str | None
+    error: str | None
+    started_at: float
+    ended_at: float | None
+
+
+@dataclass(frozen=True)
+class MemberRow:
+    """One node of an experiment: which instance runs it, and whether it is shared."""
+
+    node_name: str
+    instance_id: str
+    shared_from: str | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _experiment(row: Any) -> ExperimentRow:
+    return ExperimentRow(
+        id=int(row.id), name=row.name, flow_name=row.flow_name,
+        flow_version=int(row.flow_version), params=dict(row.params or {}), label=row.label,
+        target=row.target, state=row.state, parent=row.parent,
+        created_at=float(row.created_at), updated_at=float(row.updated_at),
+    )
+
+
+def _instance(row: Any) -> InstanceRow:
+    return InstanceRow(
+        id=row.id, identity=row.identity, target=row.target, node_name=row.node_name,
+        flow_name=row.flow_name, flow_version=int(row.flow_version),
+        params=dict(row.params or {}), upstream=dict(row.upstream or {}),
+        output=dict(row.output or {}), state=row.state, created_at=float(row.created_at),
+        updated_at=float(row.updated_at),
+    )
+
+
+def _job(row: Any) -> JobRow:
+    return JobRow(
+        id=int(row.id), instance_id=row.instance_id, engine=row.engine,
+        external_id=row.external_id, target=row.target, state=row.state,
+        attempt=int(row.attempt), savepoint=row.savepoint, error=row.error,
+        started_at=float(row.started_at),
+        ended_at=float(row.ended_at) if row.ended_at is not None else None,
+    )
+
+
+# ---------------------------------------------------------------- experiments
+def create_experiment(
+    conn: Connection,
+    *,
+    name: str,
+    flow_name: str,
+    flow_version: int,
+    params: dict[str, Any],
+    label: str,
+    target: str,
+    state: str = "launching",
+    parent: str | None = None,
+) -> ExperimentRow:
+    now = time.time()
+    conn.execute(insert(experiments).values(
+        name=name, flow_name=flow_name, flow_version=flow_version, params=params, label=label,
+        target=target, state=state, parent=parent, created_at=now, updated_at=now,
+    ))
+    return get_experiment(conn, name)
+
+
+def experiment_exists(conn: Connection, name: str) -> bool:
+    return conn.execute(select(experiments.c.id).where(experiments.c.name == name)).first() \
+        is not None
+
+
+def get_experiment(conn: Connection, name: str) -> ExperimentRow:
+    row = conn.execute(select(experiments).where(experiments.c.name == name)).first()
+    if row is None:
+        known = [r[0] for r in conn.execute(
+            select(experiments.c.name).order_by(experiments.c.id.desc()).limit(8))]
+        hint = f" (recent: {', '.join(known)})" if known else " (no experiments yet)"
+        raise NotFoundError(f"no experiment named {name!r}{hint}")
+    return _experiment(row)
+
+
+def list_experiments(conn: Connection, flow_name: str | None = None) -> list[ExperimentRow]:
+    query = select(experiments).order_by(experiments.c.id.desc())
+    if flow_name:
+        query = query.where(experiments.c.flow_name == flow_name)
+    return [_experiment(r) for r in conn.execute(query)]
+
+
+def latest_experiment(conn: Connection, flow_name: str | None = None) -> ExperimentRow | None:
+    rows = list_experiments(conn, flow_name)
+    return rows[0] if rows else None
+
+
+def next_experiment_name(conn: Connection, flow_name: str) -> str:
+    count = conn.execute(
+        select(func.count()).select_from(experiments).where(experiments.c.flow_name == flow_name)
+    ).scalar_one()
+    k = int(count) + 1
+    while experiment_exists(conn, f"{flow_name}_{k}"):
+        k += 1
+    return f"{flow_name}_{k}"
+
+
+def set_experiment_state(conn: Connection, name: str, state: str) -> None:
+    conn.execute(update(experiments).where(experiments.c.name == name)
+                 .values(state=state, updated_at=time.time()))
+
+
+# ---------------------------------------------------------------- instances
+def get_instance(conn: Connection, instance_id: str) -> InstanceRow | None:
+    row = conn.execute(select(instances).where(instances.c.id == instance_id)).first()
+    return _instance(row) if row else None
+
+
+def save_instance(conn: Connection, inst: InstanceRow) -> InstanceRow:
+    """Insert ``inst``, or update target, upstream, output and state of the existing row."""
+    now = time.time()
+    if get_instance(conn, inst.id) is None:
+        conn.execute(insert(instances).values(
+            id=inst.id, identity=inst.identity, target=inst.target, node_name=inst.node_name,
+            flow_name=inst.flow_name, flow_version=inst.flow_version, params=inst.params,
+            upstream=inst.upstream, output=inst.output, state=inst.state, created_at=now,
+            updated_at=now,
+        ))
+    else:
+        conn.execute(update(instances).where(instances.c.id == inst.id).values(
+            target=inst.target, upstream=inst.upstream, output=inst.output, state=inst.state,
+            updated_at=now,
+        ))
+    result = get_instance(conn, inst.id)
+    assert result is not None
+    return result
+
+
+def set_instance_state(conn: Connection, instance_id: str, state: str,
+                       output: dict[str, Any] | None = None) -> None:
+    values: dict[str, Any] = {"state": state, "updated_at": time.time()}
+    if output is not None:
+        values["output"] = output
+    conn.execute(update(instances).where(instances.c.id == instance_id).values(**values))
+
+
+def link_node(conn: Connection, experiment_id: int, node_name: str, instance_id: str,
+              shared_from: str | None = None) -> None:
+    conn.execute(insert(experiment_nodes).values(
+        experiment_id=experiment_id, node_name=node_name, instance_id=instance_id,
+        shared_from=shared_from,
+    ))
+
+
+def members(conn: Connection, experiment_id: int) -> list[MemberRow]:
+    rows = conn.execute(
+        select(experiment_nodes).where(experiment_nodes.c.experiment_id == experiment_id)
+    )
+    return [MemberRow(r.node_name, r.instance_id, r.shared_from) for r in rows]
+
+
+def instance_users(conn: Connection, instance_id: str) -> list[ExperimentRow]:
+    """Experiments whose flow uses ``instance_id`` (for reference counting)."""
+    rows = conn.execute(
+        select(experiments)
+        .join(experiment_nodes, experiment_nodes.c.experiment_id == experiments.c.id)
+        .where(experiment_nodes.c.instance_id == instance_id)
+        .order_by(experiments.c.id)
+    )
+    return [_experiment(r) for r in rows]
+
+
+def owner_of(conn: Connection, instance_id: str) -> str | None:
+    """The experiment that launched ``instance_id`` (the first user that does not share it)."""
+    row = conn.execute(
+        select(experiments.c.name)
+        .join(experiment_nodes, experiment_nodes.c.experiment_id == experiments.c.id)
+        .where(experiment_nodes.c.instance_id == instance_id)
+        .where(experiment_nodes.c.shared_from.is_(None))
+        .order_by(experiments.c.id)
+        .limit(1)
+    ).first()
+    return row[0] if row else None
+
+
+# ---------------------------------------------------------------- jobs
+def add_job(
+    conn: Connection,
+    *,
+    instance_id: str,
+    engine: str,
+    external_id: str | None,
+    target: str,
+    state: str,
+    attempt: int = 1,
+    savepoint: str | None = None,
+    error: str | None = None,
+) -> JobRow:
+    result = conn.execute(insert(jobs).values(
+        instance_id=instance_id, engine=engine, external_id=external_id, target=target,
+        state=state, attempt=attempt, savepoint=savepoint, error=error, started_at=time.time(),
+    ))
+    row = conn.execute(select(jobs).where(jobs.c.id == result.inserted_primary_key[0])).one()
+    return _job(row)
+
+
+def update_job(conn: Connection, job_id: int, **values: Any) -> None:
+    allowed = {"external_id", "state", "savepoint", "error", "ended_at"}
+    unknown = set(values) - allowed
+    if unknown:
+        raise ValueError(f"cannot update job columns {sorted(unknown)}")
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+
+
+def latest_job(conn: Connection, instance_id: str) -> JobRow | None:
+    row = conn.execute(
+        select(jobs).where(jobs.c.instance_id == instance_id).order_by(jobs.c.id.desc()).limit(1)
+    ).first()
+    return _job(row) if row else None
+
+
+def instance_jobs(conn: Connection, instance_id: str) -> list[JobRow]:
+    rows = conn.execute(select(jobs).where(jobs.c.instance_id == instance_id)
+                        .order_by(jobs.c.id))
+    return [_job(r) for r in rows]
+
+
+def last_savepoint(conn: Connection, instance_id: str) -> str | None:
+    row = conn.execute(
+        select(jobs.c.savepoint).where(jobs.c.instance_id == instance_id)
+        .where(jobs.c.savepoint.is_not(None)).order_by(jobs.c.id.desc()).limit(1)
+    ).first()
+    return row[0] if row else None
