@@ -14,7 +14,9 @@ from enum import StrEnum
 from ultron_nb.flow.graph import Flow
 from ultron_nb.flow.identity import identities
 
-RUNNING_STATES = frozenset({"created", "initializing", "scheduled", "running", "restarting"})
+#: States of an instance that can be shared as it is ("ready": a resource's data).
+RUNNING_STATES = frozenset({"created", "initializing", "scheduled", "running", "restarting",
+                            "ready"})
 
 
 class Step(StrEnum):

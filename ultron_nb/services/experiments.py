@@ -488,6 +488,7 @@ def launch(
     bounded: bool = False,
     wait: bool = True,
     timeout: float = 120.0,
+    parent: str | None = None,
 ) -> ExperimentStatus:
     """Launch the current version of flow ``flow_name`` as experiment ``name``.
 
@@ -495,7 +496,8 @@ def launch(
     (default: its name); ``target`` is a Flink REST URL (default: ``settings.target_url``).
     With ``bounded``, stream nodes read what their sources hold now and finish (a replay).
     With ``wait``, returns once every job runs (or finished, or failed). Invalid SQL raises
-    :class:`SqlError` before anything is submitted.
+    :class:`SqlError` before anything is submitted. ``parent`` records the experiment this
+    one was cloned from (see :mod:`ultron_nb.services.clone`).
     """
     flow = ws.flow(flow_name)
     if len(flow) == 0:
@@ -509,7 +511,7 @@ def launch(
             raise ConfigError(f"an experiment named {name!r} exists already; choose another "
                               "--name")
         exp_name = name or repo.next_experiment_name(conn, flow_name)
-        existing = _existing_instances(conn, flow, url)
+        existing = existing_instances(conn, flow, url)
     plan = plan_launch(flow, params, existing)
     instances = {p.node: p.instance_id for p in plan.nodes}
     launcher = _Launch(ws, flow, plan.params, instances, experiment=exp_name, target=url,
@@ -526,7 +528,7 @@ def launch(
     with ws.db.write() as conn:
         exp = repo.create_experiment(
             conn, name=exp_name, flow_name=flow.name, flow_version=flow.version or 0,
-            params=dict(params or {}), label=label or exp_name, target=url,
+            params=dict(params or {}), label=label or exp_name, target=url, parent=parent,
         )
         for p in plan.nodes:
             node = flow[p.node]
@@ -584,11 +586,11 @@ def launch(
     return result
 
 
-def _existing_instances(conn: Any, flow: Flow, url: str) -> dict[str, ExistingInstance]:
+def existing_instances(conn: Any, flow: Flow, url: str) -> dict[str, ExistingInstance]:
     """Instances of this flow's nodes on ``url``, keyed by identity, with their job state."""
     out: dict[str, ExistingInstance] = {}
     for node in flow:
-        if node.kind is not Kind.FLINK:
+        if node.kind not in (Kind.FLINK, Kind.RESOURCE):
             continue
         # Any instance of this node name; the plan matches on identity.
         from sqlalchemy import select
@@ -789,6 +791,9 @@ def status(ws: Workspace, name: str | None = None, *, publish: bool = True) -> E
     derived = _derive(job_states) if job_states else exp.state
     if exp.state == "failed" and derived in ("canceled", STOPPED):
         derived = "failed"  # a rolled-back launch stays failed
+    if exp.state in ("canceled", STOPPED) and derived in ACTIVE:
+        # A stopped experiment stays stopped while its shared jobs run on for others.
+        derived = exp.state
     result.state = derived
     if unreachable:
         result.message = next(iter(unreachable.values()))

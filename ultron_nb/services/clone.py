@@ -1,0 +1,195 @@
+"""Clone an experiment in one command, and compare two experiments node by node.
+
+A clone launches the flow's *current* version (a node redefined since the parent launched
+counts as changed) with the parent's parameters plus the clone's overrides. Nodes whose
+content identity is unchanged share the parent's running instances: no new Flink job. Only
+changed nodes and their downstream get new instances, with outputs of their own.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ultron_nb.errors import ConfigError
+from ultron_nb.flow.plan import Plan, Step, plan_launch
+from ultron_nb.store import experiments as repo
+
+if TYPE_CHECKING:
+    from ultron_nb.services.experiments import ExperimentStatus
+    from ultron_nb.services.workspace import Workspace
+
+
+@dataclass
+class ClonePlan:
+    """What a clone will do, node by node (shown before launching, and by ``--dry-run``)."""
+
+    source: str
+    name: str
+    plan: Plan
+    overrides: dict[str, str]
+
+    def rows(self) -> list[list[str]]:
+        out = []
+        for p in self.plan.nodes:
+            what = {Step.SHARE: "shared", Step.RESTART: "restart", Step.NEW: "new"}[p.step]
+            params = ", ".join(f"{k}: {a} → {b}" for k, a, b in p.changed_params)
+            out.append([p.node, what, p.instance_id, p.reason, params])
+        return out
+
+    @property
+    def launches(self) -> list[str]:
+        return [p.node for p in self.plan.nodes if p.step is not Step.SHARE]
+
+    def __str__(self) -> str:
+        from ultron_nb.notebook.display import Table
+
+        return str(Table(["node", "plan", "instance", "why", "parameters"], self.rows(),
+                         title=f"clone {self.source} → {self.name}"))
+
+    def _repr_html_(self) -> str:
+        colours = {"shared": "#b2f2bb", "new": "#a5d8ff", "restart": "#ffd8a8"}
+        body = "".join(
+            "<tr>" + "".join(
+                f'<td style="background:{colours.get(v, "")}">{html.escape(v)}</td>'
+                if i == 1 else f"<td>{html.escape(v)}</td>" for i, v in enumerate(r)
+            ) + "</tr>" for r in self.rows()
+        )
+        return (f"<table><caption>clone <b>{html.escape(self.source)}</b> → "
+                f"<b>{html.escape(self.name)}</b></caption><tr><th>node</th><th>plan</th>"
+                f"<th>instance</th><th>why</th><th>parameters</th></tr>{body}</table>")
+
+
+@dataclass
+class CloneResult:
+    plan: ClonePlan
+    status: ExperimentStatus
+
+    def __str__(self) -> str:
+        return f"{self.plan}\n\n{self.status}"
+
+    def _repr_html_(self) -> str:
+        return self.plan._repr_html_() + self.status._repr_html_()
+
+
+def _source_identities(ws: Workspace, source: str) -> tuple[Any, dict[str, str]]:
+    from sqlalchemy import select
+
+    from ultron_nb.store.schema import node_instances
+
+    with ws.db.read() as conn:
+        exp = repo.get_experiment(conn, source)
+        ids: dict[str, str] = {}
+        for member in repo.members(conn, exp.id):
+            row = conn.execute(select(node_instances.c.identity).where(
+                node_instances.c.id == member.instance_id)).first()
+            if row:
+                ids[member.node_name] = row[0]
+    return exp, ids
+
+
+def plan_clone(ws: Workspace, source: str, name: str,
+               overrides: Mapping[str, str] | None = None) -> ClonePlan:
+    """The plan of cloning ``source`` into ``name`` with ``overrides`` (NODE.PARAM=V)."""
+    from ultron_nb.services import experiments
+
+    exp, base_ids = _source_identities(ws, source)
+    with ws.db.read() as conn:
+        if repo.experiment_exists(conn, name):
+            raise ConfigError(f"an experiment named {name!r} exists already; choose another name")
+    flow = ws.flow(exp.flow_name)
+    parent_flow = ws.flow(exp.flow_name, exp.flow_version)
+    merged = {**{str(k): str(v) for k, v in exp.params.items()},
+              **{str(k): str(v) for k, v in (overrides or {}).items()}}
+    base_params = parent_flow.effective_params(exp.params)
+    with ws.db.read() as conn:
+        existing = experiments.existing_instances(conn, flow, exp.target.rstrip("/"))
+    plan = plan_launch(flow, merged, existing, base_params=base_params,
+                       base_identities=base_ids)
+    return ClonePlan(source, name, plan, merged)
+
+
+def clone(ws: Workspace, source: str, name: str, overrides: Mapping[str, str] | None = None,
+          *, dry_run: bool = False, label: str | None = None,
+          timeout: float = 120.0) -> ClonePlan | CloneResult:
+    """Clone experiment ``source`` as ``name``; with ``dry_run`` only return the plan."""
+    from ultron_nb.services import experiments
+
+    cplan = plan_clone(ws, source, name, overrides)
+    if dry_run:
+        return cplan
+    with ws.db.read() as conn:
+        exp = repo.get_experiment(conn, source)
+    status = experiments.launch(ws, exp.flow_name, name=name, params=cplan.overrides,
+                                label=label, target=exp.target, parent=source, timeout=timeout)
+    return CloneResult(cplan, status)
+
+
+@dataclass
+class ExperimentDiff:
+    a: str
+    b: str
+    rows: list[list[str]]
+    dot_a: str
+    dot_b: str
+
+    def __str__(self) -> str:
+        from ultron_nb.notebook.display import Table
+
+        return str(Table(["node", self.a, self.b, "difference"], self.rows,
+                         title=f"diff {self.a} {self.b}"))
+
+    def _repr_html_(self) -> str:
+        from ultron_nb.engines.graphviz import dot_to_svg
+        from ultron_nb.notebook.display import Table
+
+        table = Table(["node", self.a, self.b, "difference"], self.rows)._repr_html_()
+        try:
+            pics = (f'<div style="display:flex;gap:1em"><div>{dot_to_svg(self.dot_a)}</div>'
+                    f"<div>{dot_to_svg(self.dot_b)}</div></div>")
+        except ConfigError:
+            pics = ""
+        return table + pics
+
+
+def diff(ws: Workspace, a: str, b: str) -> ExperimentDiff:
+    """Node by node: shared (same instance), changed (with the parameter diff), new, gone."""
+    from sqlalchemy import select
+
+    from ultron_nb.store.schema import node_instances
+
+    def load(name: str) -> tuple[Any, dict[str, tuple[str, dict[str, str]]]]:
+        with ws.db.read() as conn:
+            exp = repo.get_experiment(conn, name)
+            out = {}
+            for m in repo.members(conn, exp.id):
+                row = conn.execute(select(node_instances.c.params).where(
+                    node_instances.c.id == m.instance_id)).first()
+                out[m.node_name] = (m.instance_id, dict(row[0]) if row else {})
+        return exp, out
+
+    exp_a, nodes_a = load(a)
+    exp_b, nodes_b = load(b)
+    rows: list[list[str]] = []
+    shared: set[str] = set()
+    for node in [*nodes_a, *(n for n in nodes_b if n not in nodes_a)]:
+        ia, ib = nodes_a.get(node), nodes_b.get(node)
+        if ia is None:
+            rows.append([node, "", ib[0], "new"])  # type: ignore[index]
+        elif ib is None:
+            rows.append([node, ia[0], "", "removed"])
+        elif ia[0] == ib[0]:
+            shared.add(node)
+            rows.append([node, ia[0], ib[0], "shared"])
+        else:
+            pa, pb = ia[1], ib[1]
+            changes = ", ".join(f"{k}: {pa.get(k)} → {pb.get(k)}"
+                                for k in sorted(set(pa) | set(pb)) if pa.get(k) != pb.get(k))
+            rows.append([node, ia[0], ib[0], "changed" + (f" ({changes})" if changes else "")])
+    flow_a = ws.flow(exp_a.flow_name, exp_a.flow_version)
+    flow_b = ws.flow(exp_b.flow_name, exp_b.flow_version)
+    return ExperimentDiff(a, b, rows,
+                          flow_a.to_dot(shared=shared, title=f"{a}"),
+                          flow_b.to_dot(shared=shared, title=f"{b}"))
