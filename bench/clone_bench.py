@@ -83,7 +83,7 @@ def cancel_all(url: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stages", type=int, default=3, help="filter stages in the chain")
+    parser.add_argument("--stages", type=int, default=5, help="filter stages in the chain")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

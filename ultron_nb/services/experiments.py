@@ -1158,8 +1158,10 @@ def _frame(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> pd
     frame = pd.DataFrame(rows, columns=names)
     for n, t in columns:
         if t.upper().startswith("TIMESTAMP") and n in frame:
+            # ISO8601: Flink drops a zero fraction ("00:04:04"), so the values mix formats;
+            # format inference from the first value would turn the others into NaT.
             frame[n] = pd.to_datetime(frame[n].astype("string").str.replace("Z", "", regex=False),
-                                      errors="coerce")
+                                      errors="coerce", format="ISO8601")
     return frame
 
 
