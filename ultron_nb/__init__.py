@@ -30,6 +30,9 @@ _EXPORTS = {
     "UltronError": "ultron_nb.errors",
     "FlowError": "ultron_nb.errors",
     "NotFoundError": "ultron_nb.errors",
+    "send_event": "ultron_nb.events",
+    "latest": "ultron_nb.events",
+    "listen": "ultron_nb.events",
 }
 
 __all__ = [
@@ -43,14 +46,18 @@ __all__ = [
     "Workspace",
     "define_node",
     "identities",
+    "latest",
+    "listen",
     "load_ipython_extension",
     "load_settings",
+    "send_event",
     "unload_ipython_extension",
 ]
 
 if TYPE_CHECKING:
     from ultron_nb.config import Settings, load_settings
     from ultron_nb.errors import FlowError, NotFoundError, UltronError
+    from ultron_nb.events import latest, listen, send_event
     from ultron_nb.flow import ControlEdge, Flow, Node, identities
     from ultron_nb.flow.build import define_node
     from ultron_nb.services.workspace import Workspace

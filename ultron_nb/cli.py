@@ -46,7 +46,7 @@ def _flows(p: argparse.ArgumentParser) -> Handler:
     def run(a: argparse.Namespace) -> Any:
         from datetime import datetime
 
-        from ultron_nb.notebook.display import Table
+        from ultron_nb.display import Table
 
         rows = [[s.name, s.version, s.nodes, s.change,
                  datetime.fromtimestamp(s.updated_at).isoformat(" ", "seconds")]
@@ -74,7 +74,7 @@ def _history(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("flow")
 
     def run(a: argparse.Namespace) -> Any:
-        from ultron_nb.notebook.display import Table
+        from ultron_nb.display import Table
 
         rows = [[h["version"], h["change"], h["nodes"]] for h in _workspace(a).history(a.flow)]
         return Table(["version", "change", "nodes"], rows)
@@ -169,6 +169,24 @@ def _status(p: argparse.ArgumentParser) -> Handler:
         from ultron_nb.services import runtime
 
         return runtime.status(ws)
+
+    return run
+
+
+@command("scheduler", "run the scheduler daemon in the foreground (ultron up starts it)")
+def _scheduler(p: argparse.ArgumentParser) -> Handler:
+    p.add_argument("--actions", help="module:factory of the node actions (tests)")
+
+    def run(a: argparse.Namespace) -> Any:
+        from ultron_nb.services.scheduler import main as scheduler_main
+
+        argv = ["--home", str(_workspace(a).settings.home)]
+        if a.actions:
+            argv += ["--actions", a.actions]
+        code = scheduler_main(argv)
+        if code:
+            raise UltronError(f"the scheduler exited with status {code}")
+        return None
 
     return run
 

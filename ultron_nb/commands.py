@@ -126,7 +126,7 @@ def _experiments(p: argparse.ArgumentParser) -> Run:
     def run(ws: Any, a: argparse.Namespace, _body: str | None) -> Any:
         from datetime import datetime
 
-        from ultron_nb.notebook.display import Table
+        from ultron_nb.display import Table
         from ultron_nb.services import experiments
 
         rows = [[e.name, e.flow_name, e.flow_version, e.state, e.label, e.target,
@@ -297,5 +297,48 @@ def _backtrack(p: argparse.ArgumentParser) -> Run:
             raise ConfigError("backtrack run needs --flow (or a current flow)")
         return replay.replay(ws, a.flow, a.node, inputs=parse_pairs(a.input, flag="--input"),
                              start=a.start, end=a.end, name=a.name)
+
+    return run
+
+
+@command("events", "recent notification events (of KEY, or keys starting with KEY*)")
+def _events(p: argparse.ArgumentParser) -> Run:
+    p.add_argument("key", nargs="?")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--namespace", default="default")
+
+    def run(ws: Any, a: argparse.Namespace, _body: str | None) -> Any:
+        from datetime import datetime
+
+        from ultron_nb.display import Table
+        from ultron_nb.events import recent
+
+        rows = [[e.id, e.key, e.version, str(e.value), e.sender,
+                 datetime.fromtimestamp(e.created_at).isoformat(" ", "milliseconds")]
+                for e in recent(ws.db, a.key, namespace=a.namespace, limit=a.limit)]
+        return Table(["id", "key", "version", "value", "sender", "time"], rows)
+
+    return run
+
+
+@command("send", "send a notification event (a JSON or text value) to KEY")
+def _send(p: argparse.ArgumentParser) -> Run:
+    p.add_argument("key")
+    p.add_argument("value", help="JSON (e.g. '{\"auc\": 0.72}') or text")
+    p.add_argument("--namespace", default="default")
+    p.add_argument("--sender", default="user")
+
+    def run(ws: Any, a: argparse.Namespace, _body: str | None) -> Any:
+        import json
+
+        from ultron_nb.display import Message
+        from ultron_nb.events import send_event
+
+        try:
+            value: Any = json.loads(a.value)
+        except json.JSONDecodeError:
+            value = a.value
+        event = send_event(ws.db, a.key, value, namespace=a.namespace, sender=a.sender)
+        return Message(f"event {event.key} version {event.version} = {a.value}")
 
     return run

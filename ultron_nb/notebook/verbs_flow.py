@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ultron_nb.arguments import add_node_arguments, node_kwargs
-from ultron_nb.notebook.display import Dot, Message, Svg, Table
+from ultron_nb.display import Dot, Message, Svg, Table
 from ultron_nb.notebook.magics import UltronMagic, help_text, verb
 
 

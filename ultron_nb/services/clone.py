@@ -44,7 +44,7 @@ class ClonePlan:
         return [p.node for p in self.plan.nodes if p.step is not Step.SHARE]
 
     def __str__(self) -> str:
-        from ultron_nb.notebook.display import Table
+        from ultron_nb.display import Table
 
         return str(Table(["node", "plan", "instance", "why", "parameters"], self.rows(),
                          title=f"clone {self.source} → {self.name}"))
@@ -136,14 +136,14 @@ class ExperimentDiff:
     dot_b: str
 
     def __str__(self) -> str:
-        from ultron_nb.notebook.display import Table
+        from ultron_nb.display import Table
 
         return str(Table(["node", self.a, self.b, "difference"], self.rows,
                          title=f"diff {self.a} {self.b}"))
 
     def _repr_html_(self) -> str:
+        from ultron_nb.display import Table
         from ultron_nb.engines.graphviz import dot_to_svg
-        from ultron_nb.notebook.display import Table
 
         table = Table(["node", self.a, self.b, "difference"], self.rows)._repr_html_()
         try:

@@ -577,6 +577,7 @@ def launch(
         ) from None
     with ws.db.write() as conn:
         repo.set_experiment_state(conn, exp_name, "running" if submitted else "waiting")
+    _scheduler_request(ws, "start", exp_name)
     if wait and submitted:
         _await_started(rest, [j for _, j, _ in submitted], timeout)
     result = status(ws, exp_name)
@@ -791,7 +792,7 @@ def status(ws: Workspace, name: str | None = None, *, publish: bool = True) -> E
     derived = _derive(job_states) if job_states else exp.state
     if exp.state == "failed" and derived in ("canceled", STOPPED):
         derived = "failed"  # a rolled-back launch stays failed
-    if exp.state in ("canceled", STOPPED) and derived in ACTIVE:
+    if exp.state in ("canceled", STOPPED, "stopping") and derived in ACTIVE:
         # A stopped experiment stays stopped while its shared jobs run on for others.
         derived = exp.state
     result.state = derived
@@ -903,6 +904,7 @@ def stop(ws: Workspace, name: str, *, savepoint: bool = False,
     otherwise cancel. Instances shared with another running experiment keep running."""
     exp = _experiment_row(ws, name)
     flow = _flow_or_none(ws, exp)
+    _scheduler_request(ws, "stop", exp.name)  # cancel pending starts, stop Python nodes
     current = status(ws, exp.name, publish=False)
     states = current.node_states()
     notes: list[str] = []
@@ -977,6 +979,14 @@ def stop_node(ws: Workspace, name: str, node: str, *, savepoint: bool = False,
     return result
 
 
+def _scheduler_request(ws: Workspace, action: str, experiment: str) -> None:
+    """Tell the scheduler daemon (now or when it next runs) to start or stop the experiment's
+    triggered nodes; the request is an event in the store, so none is lost."""
+    from ultron_nb.services.scheduler import request_start, request_stop
+
+    (request_start if action == "start" else request_stop)(ws.db, experiment)
+
+
 def _flow_or_none(ws: Workspace, exp: repo.ExperimentRow) -> Flow | None:
     try:
         return ws.flow(exp.flow_name, exp.flow_version)
@@ -1017,6 +1027,7 @@ def resume(ws: Workspace, name: str, *, timeout: float = 120.0) -> ExperimentSta
         started.append(job_id)
     with ws.db.write() as conn:
         repo.set_experiment_state(conn, exp.name, "running" if started else exp.state)
+    _scheduler_request(ws, "start", exp.name)
     _await_started(rest, started, timeout)
     rest.close()
     return status(ws, exp.name)

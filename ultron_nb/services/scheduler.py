@@ -288,7 +288,7 @@ class KindRouter:
 #: the factory called as ``factory(db, settings)``.
 ACTION_FACTORIES: dict[str, str] = {
     "python": "ultron_nb.services.scheduler:PythonRunner",
-    "flink": "ultron_nb.engines.flink.actions:make_actions",
+    "flink": "ultron_nb.services.flink_actions:make_actions",
     "duckdb": "ultron_nb.engines.duckdb.actions:make_actions",
 }
 

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from tests.services.flink_flows import topic_rows
-from ultron_nb.engines.flink.actions import FlinkActions
 from ultron_nb.events import latest
 from ultron_nb.flow.build import define_node
 from ultron_nb.services import experiments as ex
 from ultron_nb.services.datagen import clicklog_nodes, gen_clicklog
+from ultron_nb.services.flink_actions import FlinkActions
 from ultron_nb.services.scheduler import NodeTarget
 
 pytestmark = [pytest.mark.flink, pytest.mark.slow]

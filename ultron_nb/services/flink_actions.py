@@ -108,5 +108,5 @@ class FlinkActions:
 
 
 def make_actions(db: Database, settings: Settings) -> FlinkActions:
-    """The scheduler's factory (``ultron_nb.engines.flink.actions:make_actions``)."""
+    """The scheduler's factory (``ultron_nb.services.flink_actions:make_actions``)."""
     return FlinkActions(db, settings)
