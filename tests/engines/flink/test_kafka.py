@@ -30,13 +30,11 @@ from tests.support.tansu import (
     tansu_broker,  # noqa: F401  (fixture)
 )
 from ultron_nb.engines.flink import kafka
+from ultron_nb.engines.flink.ddl import interval_literal, quote_ident, quote_str
 from ultron_nb.engines.flink.kafka import (
     connector_jar_urls,
     connector_jars,
-    interval_literal,
     kafka_table_ddl,
-    quote_identifier,
-    quote_string,
 )
 from ultron_nb.errors import ClusterError, FlowError
 from ultron_nb.flow.build import define_node
@@ -74,8 +72,8 @@ def test_ddl_quotes_identifiers_escapes_values_and_adds_the_watermark() -> None:
 
 
 def test_quoting() -> None:
-    assert quote_identifier("a`b") == "`a``b`"
-    assert quote_string("it's") == "'it''s'"
+    assert quote_ident("a`b") == "`a``b`"
+    assert quote_str("it's") == "'it''s'"
 
 
 def test_ddl_defaults_and_overrides() -> None:

@@ -84,16 +84,22 @@ def duration_seconds(text: str) -> float:
 
 
 def interval_literal(text: str) -> str:
-    """``'5 s'`` → ``INTERVAL '5' SECOND`` (fractions become milliseconds)."""
-    seconds = duration_seconds(text)
-    if seconds == int(seconds):
-        s = int(seconds)
-        if s % 3600 == 0 and s:
-            return f"INTERVAL '{s // 3600}' HOUR"
-        if s % 60 == 0 and s:
-            return f"INTERVAL '{s // 60}' MINUTE"
-        return f"INTERVAL '{s}' SECOND"
-    return f"INTERVAL '{seconds:.3f}' SECOND"
+    """``'5 s'`` → ``INTERVAL '5' SECOND``; ``'150 s'`` → ``INTERVAL '150' SECOND(3)``.
+
+    Exact to the millisecond. A leading field has two digits of precision in Flink unless the
+    literal says more, so longer values carry their precision.
+    """
+    total_ms = round(duration_seconds(text) * 1000)
+    if total_ms and total_ms % 3_600_000 == 0:
+        value, unit = str(total_ms // 3_600_000), "HOUR"
+    elif total_ms and total_ms % 60_000 == 0:
+        value, unit = str(total_ms // 60_000), "MINUTE"
+    else:
+        seconds, millis = divmod(total_ms, 1_000)
+        value = str(seconds) if millis == 0 else f"{seconds}.{millis:03d}"
+        unit = "SECOND"
+    digits = len(value.split(".", 1)[0])
+    return f"INTERVAL '{value}' {unit}" + (f"({digits})" if digits > 2 else "")
 
 
 def flink_duration(text: str) -> str:

@@ -22,7 +22,6 @@ import argparse
 import hashlib
 import logging
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ultron_nb.engines.flink.ddl import interval_literal, quote_ident, quote_str
 from ultron_nb.errors import ClusterError, FlowError
 from ultron_nb.flow.nodes import Node, ResourceType
 
@@ -202,44 +202,6 @@ _ULTRON_OPTIONS = frozenset({"partitions"})
 
 _DEFAULTS: Mapping[str, str] = {"scan.startup.mode": "earliest-offset", "format": "json"}
 
-_WATERMARK = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$", re.IGNORECASE)
-_UNIT_MS: Mapping[str, int] = {
-    **dict.fromkeys(("ms", "millisecond", "milliseconds"), 1),
-    **dict.fromkeys(("s", "sec", "second", "seconds"), 1_000),
-    **dict.fromkeys(("min", "minute", "minutes"), 60_000),
-    **dict.fromkeys(("h", "hour", "hours"), 3_600_000),
-}
-
-
-def quote_identifier(name: str) -> str:
-    """A Flink SQL identifier in backticks (a backtick inside is doubled)."""
-    return "`" + name.replace("`", "``") + "`"
-
-
-def quote_string(value: str) -> str:
-    """A Flink SQL string literal (a single quote inside is doubled)."""
-    return "'" + value.replace("'", "''") + "'"
-
-
-def interval_literal(delay: str, *, node: str = "?") -> str:
-    """``'5 s'`` → ``INTERVAL '5' SECOND``; fractions and large values stay exact."""
-    m = _WATERMARK.match(delay)
-    unit_ms = _UNIT_MS.get(m.group(2).lower()) if m else None
-    if m is None or unit_ms is None:
-        raise FlowError(f"node {node!r}: invalid watermark delay {delay!r} "
-                        "(expected e.g. '5 s', '500 ms', '2 min')")
-    total_ms = round(float(m.group(1)) * unit_ms)
-    if total_ms and total_ms % 3_600_000 == 0:
-        value, unit = str(total_ms // 3_600_000), "HOUR"
-    elif total_ms and total_ms % 60_000 == 0:
-        value, unit = str(total_ms // 60_000), "MINUTE"
-    else:
-        seconds, millis = divmod(total_ms, 1_000)
-        value = str(seconds) if millis == 0 else f"{seconds}.{millis:03d}"
-        unit = "SECOND"
-    # A leading field has 2 digits of precision unless the literal says more.
-    digits = len(value.split(".", 1)[0])
-    return f"INTERVAL '{value}' {unit}" + (f"({digits})" if digits > 2 else "")
 
 
 def connector_options(node: Node) -> dict[str, str]:
@@ -307,7 +269,7 @@ def kafka_table_ddl(node: Node, table_name: str) -> str:
                         f"{node.resource_type or node.kind}")
     if not node.columns:
         raise FlowError(f"node {node.name!r}: a kafka resource needs columns")
-    lines = [f"  {quote_identifier(c.name)} {c.type}" for c in node.columns]
+    lines = [f"  {quote_ident(c.name)} {c.type}" for c in node.columns]
     if node.time_column:
         column = next((c for c in node.columns if c.name == node.time_column), None)
         if column is None:
@@ -317,16 +279,16 @@ def kafka_table_ddl(node: Node, table_name: str) -> str:
                 f"node {node.name!r}: the time column {column.name!r} is {column.type}; "
                 "an event-time column must be TIMESTAMP(3) or TIMESTAMP_LTZ(3)"
             )
-        ident = quote_identifier(column.name)
+        ident = quote_ident(column.name)
         if node.watermark:
-            delay = interval_literal(node.watermark, node=node.name)
+            delay = interval_literal(node.watermark)
             lines.append(f"  WATERMARK FOR {ident} AS {ident} - {delay}")
         else:
             lines.append(f"  WATERMARK FOR {ident} AS {ident}")
     options = connector_options(node)
-    with_lines = [f"  {quote_string(k)} = {quote_string(v)}" for k, v in options.items()]
+    with_lines = [f"  {quote_str(k)} = {quote_str(v)}" for k, v in options.items()]
     return (
-        f"CREATE TABLE {quote_identifier(table_name)} (\n"
+        f"CREATE TABLE {quote_ident(table_name)} (\n"
         + ",\n".join(lines)
         + "\n) WITH (\n"
         + ",\n".join(with_lines)
