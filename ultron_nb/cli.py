@@ -44,14 +44,9 @@ def _emit(value: Any) -> None:
 @command("flows", "list the flows in the metadata store")
 def _flows(p: argparse.ArgumentParser) -> Handler:
     def run(a: argparse.Namespace) -> Any:
-        from datetime import datetime
+        from ultron_nb.display import flows_table
 
-        from ultron_nb.display import Table
-
-        rows = [[s.name, s.version, s.nodes, s.change,
-                 datetime.fromtimestamp(s.updated_at).isoformat(" ", "seconds")]
-                for s in _workspace(a).flows()]
-        return Table(["flow", "version", "nodes", "last change", "updated"], rows)
+        return flows_table(_workspace(a).flows())
 
     return run
 
@@ -62,7 +57,7 @@ def _nodes(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("--version", type=int)
 
     def run(a: argparse.Namespace) -> Any:
-        from ultron_nb.notebook.verbs_flow import nodes_table
+        from ultron_nb.display import nodes_table
 
         return nodes_table(_workspace(a).flow(a.flow, a.version))
 
@@ -74,10 +69,9 @@ def _history(p: argparse.ArgumentParser) -> Handler:
     p.add_argument("flow")
 
     def run(a: argparse.Namespace) -> Any:
-        from ultron_nb.display import Table
+        from ultron_nb.display import history_table
 
-        rows = [[h["version"], h["change"], h["nodes"]] for h in _workspace(a).history(a.flow)]
-        return Table(["version", "change", "nodes"], rows)
+        return history_table(_workspace(a).history(a.flow))
 
     return run
 

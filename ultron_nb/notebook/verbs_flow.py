@@ -7,7 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from ultron_nb.arguments import add_node_arguments, node_kwargs
-from ultron_nb.display import Dot, Message, Svg, Table
+from ultron_nb.display import (
+    Dot,
+    Message,
+    Svg,
+    Table,
+    flows_table,
+    history_table,
+    nodes_table,
+)
 from ultron_nb.notebook.magics import UltronMagic, help_text, verb
 
 
@@ -67,20 +75,6 @@ def _rm(p: argparse.ArgumentParser) -> Any:
     return run
 
 
-def nodes_table(flow: Any) -> Table:
-    from ultron_nb.flow.identity import identities
-
-    ids = identities(flow) if len(flow) else {}
-    rows = [
-        [n.name, n.label, ", ".join(n.data_inputs()),
-         "; ".join(e.label + (f" {e.source}" if e.source else "") for e in n.triggers),
-         ", ".join(f"{k}={v}" for k, v in n.params), ids.get(n.name, "")[:12]]
-        for n in flow
-    ]
-    return Table(["node", "kind", "reads", "triggers", "params", "identity"], rows,
-                 title=f"flow {flow.name} version {flow.version}")
-
-
 @verb("nodes", "list the nodes of the current flow")
 def _nodes(p: argparse.ArgumentParser) -> Any:
     p.add_argument("--flow")
@@ -122,12 +116,7 @@ def _live_decorations(m: UltronMagic, flow: Any, experiment: str | None) -> dict
 @verb("flows", "list the flows in the metadata store")
 def _flows(p: argparse.ArgumentParser) -> Any:
     def run(m: UltronMagic, a: argparse.Namespace, _cell: str | None) -> Table:
-        from datetime import datetime
-
-        rows = [[s.name, s.version, s.nodes, s.change,
-                 datetime.fromtimestamp(s.updated_at).isoformat(" ", "seconds")]
-                for s in m.workspace.flows()]
-        return Table(["flow", "version", "nodes", "last change", "updated"], rows)
+        return flows_table(m.workspace.flows())
 
     return run
 
@@ -137,11 +126,6 @@ def _history(p: argparse.ArgumentParser) -> Any:
     p.add_argument("flow", nargs="?")
 
     def run(m: UltronMagic, a: argparse.Namespace, _cell: str | None) -> Table:
-        from datetime import datetime
-
-        rows = [[h["version"], h["change"], h["nodes"],
-                 datetime.fromtimestamp(h["created_at"]).isoformat(" ", "seconds")]
-                for h in m.workspace.history(a.flow or m.require_flow())]
-        return Table(["version", "change", "nodes", "created"], rows)
+        return history_table(m.workspace.history(a.flow or m.require_flow()))
 
     return run
