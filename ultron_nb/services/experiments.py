@@ -1134,12 +1134,24 @@ def _find_member(ws: Workspace, node: str, experiment: str | None, flow_name: st
 
 
 def _read_json_lines(paths: Sequence[Path], limit: int | None) -> list[dict[str, Any]]:
+    """Rows of JSON-lines files, in order; the last ``limit`` of them.
+
+    An in-progress part file that a checkpoint commits (renames) between the listing and
+    the read is read under its committed name, so no row written before the listing is
+    missed.
+    """
     rows: list[dict[str, Any]] = []
     for path in paths:
         try:
             text = path.read_text(errors="replace")
+        except FileNotFoundError:
+            committed = ddl.committed_name(path)
+            try:
+                text = committed.read_text(errors="replace") if committed else ""
+            except FileNotFoundError:
+                continue  # the output was cleared by a fresh start
         except OSError:
-            continue  # a file rolled or removed while we read
+            continue
         for line in text.splitlines():
             if not line.strip():
                 continue
@@ -1153,13 +1165,16 @@ def _read_json_lines(paths: Sequence[Path], limit: int | None) -> list[dict[str,
 
 
 def output_files(folder: Path, *, in_progress: bool = True) -> list[Path]:
-    """Files of a node instance's output in write order (committed, then in progress)."""
+    """Files of a node instance's output in write order (committed, then in progress).
+
+    In-progress files are listed first: a file committed between the two listings then
+    shows up as committed (its in-progress entry dropped) instead of in neither.
+    """
     out_dir = ddl.output_folder(folder)
+    pending = ddl.in_progress_files(out_dir) if in_progress else []
     files = [p for subtask in sorted(ddl.part_files(out_dir).items()) for p in subtask[1]]
-    if in_progress and out_dir.is_dir():
-        files += sorted((p for p in out_dir.iterdir() if p.name.startswith(".part-")
-                         and ".inprogress" in p.name), key=lambda p: p.stat().st_mtime)
-    return files
+    committed = set(files)
+    return files + [p for p in pending if ddl.committed_name(p) not in committed]
 
 
 def _frame(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> pd.DataFrame:

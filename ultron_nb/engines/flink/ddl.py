@@ -62,6 +62,9 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]+)\s*$")
 # Streaming sinks write part-<uuid>-<subtask>-<counter>, batch sinks part-<uuid>-task-<n>-file-<m>.
 _PART_FILE = re.compile(
     r"^part-(?P<uuid>.+)-(?:task-)?(?P<subtask>\d+)-(?:file-)?(?P<counter>\d+)(?P<ext>\.[^.]*)?$")
+#: Flink's local file system writes a part file as ``.<part name>.inprogress.<uuid>`` and
+#: renames it to ``<part name>`` when a checkpoint commits it.
+_IN_PROGRESS_FILE = re.compile(r"^\.(?P<target>part-.+)\.inprogress\.[^./]+$")
 _TIME_ATTR = re.compile(r"\s*\*(ROWTIME|PROCTIME)\*\s*$")
 
 
@@ -346,6 +349,27 @@ def part_files(folder: Path) -> dict[int, list[Path]]:
         out.setdefault(int(m["subtask"]), []).append(
             (int(m["counter"]), path.stat().st_mtime, path))
     return {k: [p for _, _, p in sorted(v, key=lambda t: (t[0], t[1]))] for k, v in out.items()}
+
+
+def in_progress_files(folder: Path) -> list[Path]:
+    """Part files of ``folder`` the sink is still writing, oldest first (uncommitted)."""
+    found: list[tuple[float, Path]] = []
+    if not folder.is_dir():
+        return []
+    for path in folder.iterdir():
+        if not _IN_PROGRESS_FILE.match(path.name):
+            continue
+        try:
+            found.append((path.stat().st_mtime, path))
+        except FileNotFoundError:
+            continue  # committed (renamed) since the listing: part_files has it now
+    return [p for _, p in sorted(found)]
+
+
+def committed_name(path: Path) -> Path | None:
+    """Where in-progress part file ``path`` goes when a checkpoint commits it."""
+    m = _IN_PROGRESS_FILE.match(path.name)
+    return path.with_name(m["target"]) if m else None
 
 
 def output_folder(instance_dir: Path) -> Path:
