@@ -28,6 +28,19 @@ ROUTES: dict[str, Any] = {
         {"id": "0.StreamingFileWriter.currentInputWatermark"},
         {"id": "1.StreamingFileWriter.currentInputWatermark"},
         {"id": "0.IntervalJoin[3].currentInputWatermark"}],
+    # j2: just started; the metric store has nothing of its sink vertex yet, while the
+    # vertex input watermark (ahead of the join's output by its window) is already there.
+    "/jobs/j2/plan": {"plan": {"nodes": [{"id": "src"}, {"id": "sink",
+                                                         "inputs": [{"id": "src"}]}]}},
+    "/jobs/j2/vertices/sink/metrics": [],
+    "/jobs/j2/vertices/sink/watermarks": [{"id": "0.currentInputWatermark",
+                                           "value": "9000"}],
+    # j3: a last vertex without a writer (e.g. a print sink): its input watermark.
+    "/jobs/j3/plan": {"plan": {"nodes": [{"id": "only"}]}},
+    "/jobs/j3/vertices/only/metrics": [{"id": "0.Calc[2].currentInputWatermark"},
+                                       {"id": "0.currentInputWatermark"}],
+    "/jobs/j3/vertices/only/watermarks": [{"id": "0.currentInputWatermark",
+                                           "value": "700"}],
 }
 METRIC_VALUES = [{"id": "0.StreamingFileWriter.currentInputWatermark", "value": "2000"},
                  {"id": "1.StreamingFileWriter.currentInputWatermark", "value": "1500"}]
@@ -102,3 +115,11 @@ def test_job_watermark_is_the_minimum_at_the_sink_writer(fake_flink: str) -> Non
     with FlinkRest(fake_flink) as rest:
         assert rest.sink_vertices("j1") == ["sink"]
         assert rest.job_watermark("j1") == 1500
+
+
+def test_job_watermark_is_unknown_until_the_writer_reports_not_the_input(
+    fake_flink: str,
+) -> None:
+    with FlinkRest(fake_flink) as rest:
+        assert rest.job_watermark("j2") is None  # never 9000: rows up to it are not out
+        assert rest.job_watermark("j3") == 700

@@ -332,16 +332,22 @@ class FlinkRest:
 
     def output_watermark(self, job_id: str, vertex_id: str) -> list[int | None] | None:
         """Per subtask, the watermark entering the vertex's sink writer — what the job's
-        output is complete up to. None when the vertex has no writer operator."""
+        output is complete up to. ``[None]`` while the cluster has reported no operator
+        metrics of the vertex yet; None when it has, and the vertex has no writer."""
         path = f"/jobs/{job_id}/vertices/{vertex_id}/metrics"
         names = [str(m["id"]) for m in self.get(path, job=job_id) or []]
         wanted: dict[str, list[str]] = {}
+        operators = False
         for name in names:
             m = _OPERATOR_INPUT_WM.match(name)
+            operators = operators or m is not None
             if m and ("Writer" in m["op"] or m["op"].startswith("Sink")):
                 wanted.setdefault(m["subtask"], []).append(name)
         if not wanted:
-            return None
+            # The metric store fills in a while after the job starts, and the vertex's
+            # input watermark may be reported before its writer's: for an interval join
+            # that is ahead of the output by the join window. Unknown, not the input.
+            return None if operators else [None]
         values = self._metric_values(job_id, vertex_id, [n for ns in wanted.values()
                                                          for n in ns])
         out: list[int | None] = []
