@@ -505,7 +505,6 @@ def launch(
     flow.validate()
     url = _target(ws, target)
     rest = _rest(ws, url)
-    _check_target(ws, rest)
     with ws.db.read() as conn:
         if name and repo.experiment_exists(conn, name):
             raise ConfigError(f"an experiment named {name!r} exists already; choose another "
@@ -520,9 +519,20 @@ def launch(
     # Phase 1: compile every Flink node that must run (nothing is submitted on error).
     to_run = [p for p in plan.nodes if p.step is not Step.SHARE
               and flow[p.node].kind is Kind.FLINK and not _has_triggers(flow[p.node])]
+    if any(flow[p.node].kind is Kind.FLINK for p in plan.nodes):
+        _check_target(ws, rest)  # a flow of DuckDB and Python nodes needs no cluster
     compiled: dict[str, _Compiled] = {}
     for p in to_run:
         compiled[p.node] = launcher.compile(p.node)
+    planned: dict[str, dict[str, Any]] = {}  # DuckDB node → where its runs write
+    for p in plan.nodes:
+        if p.step is not Step.SHARE and flow[p.node].kind is Kind.DUCKDB:
+            from ultron_nb.engines.duckdb.query import check_query
+            from ultron_nb.services.duckdb_nodes import planned_output
+
+            check_query(substitute(flow[p.node].body, dict(plan.params.get(p.node, {}))),
+                        what=f"duckdb node {p.node!r}")
+            planned[p.node] = planned_output(instance_dir(ws, p.instance_id), flow[p.node])
 
     # Record the experiment, its instances and their planned jobs.
     with ws.db.write() as conn:
@@ -545,6 +555,9 @@ def launch(
             elif p.node in compiled:
                 output = compiled[p.node].output
                 state = "submitting"
+            elif p.node in planned:
+                output = planned[p.node]
+                state = "waiting"
             else:
                 output = {}
                 state = "waiting"
@@ -784,6 +797,8 @@ def status(ws: Workspace, name: str | None = None, *, publish: bool = True) -> E
                               job_id=job.external_id)
             if publish and ns.watermark_ms is not None and not member.shared_from:
                 publish_watermark(ws, exp.name, node_name, ns.watermark_ms)
+        elif job is not None:  # a run of the scheduler's (Python, DuckDB): as recorded
+            ns.state, ns.attempt, ns.error = job.state, job.attempt, job.error
         elif inst is not None and node is not None and node.kind is Kind.FLINK:
             job_states.append(inst.state) if inst.state not in ("waiting",) else None
         result.nodes.append(ns)
@@ -1211,6 +1226,10 @@ def preview(ws: Workspace, node: str, *, experiment: str | None = None,
             raise NotFoundError(f"node {node!r} of {exp.name!r} has no output yet")
         if (path / JOB_FILE).exists():  # a Flink node's output
             rows = _read_json_lines(output_files(path), limit)
+        elif out.get("format") in ("parquet", "csv") or "rows" in out:  # a DuckDB node's
+            from ultron_nb.services.duckdb_nodes import preview_rows
+
+            return preview_rows(out, limit)
         else:
             rows = _read_topic_or_files(path, limit)
         return _frame([{k: v for k, v in r.items() if k != WATERMARK_COLUMN} for r in rows],

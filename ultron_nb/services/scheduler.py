@@ -289,7 +289,7 @@ class KindRouter:
 ACTION_FACTORIES: dict[str, str] = {
     "python": "ultron_nb.services.scheduler:PythonRunner",
     "flink": "ultron_nb.services.flink_actions:make_actions",
-    "duckdb": "ultron_nb.engines.duckdb.actions:make_actions",
+    "duckdb": "ultron_nb.services.duckdb_nodes:DuckDBRunner",
 }
 
 
@@ -1137,6 +1137,8 @@ class PythonRunner:
     """
 
     claims_triggers = True
+    #: The ``jobs.engine`` of its runs; :func:`_exec_node` runs the node by it.
+    engine = "python"
 
     def __init__(self, db: Database, settings: Settings, *, python: str | None = None,
                  stop_grace: float = 10.0):
@@ -1149,11 +1151,11 @@ class PythonRunner:
     # -- NodeActions
     def start(self, experiment: str, node: NodeTarget) -> None:
         if node.trigger_id is None:
-            raise EngineError(f"python node {node.name!r}: a start needs a trigger")
-        if not node.spec.function:
-            raise EngineError(f"python node {node.name!r} names no function to call")
+            raise EngineError(f"{self.engine} node {node.name!r}: a start needs a trigger")
+        self.check(node)
         home = self.settings.home
         spec = {  # the store URL (maybe with a password) goes by environment, not on disk
+            "engine": self.engine,
             "home": str(home),
             "cwd": str(home.parent),
             "python": self.python,
@@ -1189,11 +1191,16 @@ class PythonRunner:
                     stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
                 )
             except OSError as exc:
-                raise EngineError(f"python node {experiment}.{node.name}: cannot start "
-                                  f"{self.python}: {exc}") from None
+                raise EngineError(f"{self.engine} node {experiment}.{node.name}: cannot "
+                                  f"start {self.python}: {exc}") from None
         self._children.append(child)
-        log.info("python node %s.%s: runner pid %d (trigger %d)", experiment, node.name,
-                 child.pid, node.trigger_id)
+        log.info("%s node %s.%s: runner pid %d (trigger %d)", self.engine, experiment,
+                 node.name, child.pid, node.trigger_id)
+
+    def check(self, node: NodeTarget) -> None:
+        """Refuse a node this runner cannot run (before anything is started)."""
+        if not node.spec.function:
+            raise EngineError(f"python node {node.name!r} names no function to call")
 
     def restart(self, experiment: str, node: NodeTarget) -> None:
         if self.state(experiment, node) == RUNNING:
@@ -1210,7 +1217,8 @@ class PythonRunner:
                 continue
             try:
                 os.killpg(pid, signal.SIGTERM)  # the runner leads its own process group
-                log.info("python node %s.%s: SIGTERM to runner %d", experiment, node.name, pid)
+                log.info("%s node %s.%s: SIGTERM to runner %d", self.engine, experiment,
+                         node.name, pid)
             except ProcessLookupError:
                 pass
 
@@ -1218,7 +1226,7 @@ class PythonRunner:
         with self.db.read() as conn:
             row = conn.execute(
                 select(jobs.c.state, jobs.c.external_id)
-                .where(jobs.c.instance_id == node.instance_id, jobs.c.engine == "python")
+                .where(jobs.c.instance_id == node.instance_id, jobs.c.engine == self.engine)
                 .order_by(jobs.c.id.desc()).limit(1)).first()
         if row is None:
             return None
@@ -1229,7 +1237,7 @@ class PythonRunner:
     # -- housekeeping
     def _running_jobs(self, instance_id: str | None = None) -> list[Any]:
         query = select(jobs.c.id, jobs.c.instance_id, jobs.c.external_id, jobs.c.attempt,
-                       jobs.c.target).where(jobs.c.engine == "python",
+                       jobs.c.target).where(jobs.c.engine == self.engine,
                                             jobs.c.state == RUNNING)
         if instance_id is not None:
             query = query.where(jobs.c.instance_id == instance_id)
@@ -1251,23 +1259,24 @@ class PythonRunner:
                     continue
                 node = conn.execute(select(node_instances.c.node_name)
                                     .where(node_instances.c.id == row.instance_id)).scalar()
-                experiment = str(row.target).removeprefix("python:")
+                experiment = str(row.target).removeprefix(f"{self.engine}:")
                 if node:
                     append_event(conn, status_key(experiment, node),
                                  {"state": FAILED, "attempt": int(row.attempt),
                                   "error": "the runner process vanished"}, sender=SENDER)
-            log.warning("python job %d (%s) lost its runner: recorded as failed", row.id,
-                        row.instance_id)
+            log.warning("%s job %d (%s) lost its runner: recorded as failed", self.engine,
+                        row.id, row.instance_id)
 
     def close(self) -> None:
         self.maintain()
 
 
 def _run_node(spec_path: str) -> int:
-    """The runner process of one Python node run (see :class:`PythonRunner`)."""
+    """The runner process of one node run (see :class:`PythonRunner`)."""
     spec = json.loads(Path(spec_path).read_text())
     db = open_database(os.environ["ULTRON_DB_URL"])
     experiment, node = spec["experiment"], spec["node"]
+    engine = str(spec.get("engine", "python"))
     trigger_id = int(spec["trigger"]["id"])
     key = status_key(experiment, node)
     stop_requested = threading.Event()
@@ -1293,8 +1302,8 @@ def _run_node(spec_path: str) -> int:
             .where(jobs.c.instance_id == spec["instance_id"])).scalar_one())
         log_path = Path(spec["home"]) / "logs" / experiment / f"{node}-{attempt}.log"
         job_id = conn.execute(insert(jobs).values(
-            instance_id=spec["instance_id"], engine="python", external_id=me,
-            target=f"python:{experiment}", state=RUNNING, attempt=attempt,
+            instance_id=spec["instance_id"], engine=engine, external_id=me,
+            target=f"{engine}:{experiment}", state=RUNNING, attempt=attempt,
             started_at=time.time(),
         ).returning(jobs.c.id)).scalar_one()
         append_event(conn, key, {"state": RUNNING, "attempt": attempt, "trigger": trigger_id,
@@ -1406,7 +1415,7 @@ class NodeContext:
 
 
 def _exec_node(spec_path: str, attempt: int, log_path: str) -> int:
-    """The child process that runs the node's own code."""
+    """The child process that runs the node: a Python node's own code, or a DuckDB query."""
     from ultron_nb.flow.sqltext import substitute
 
     spec = json.loads(Path(spec_path).read_text())
@@ -1416,6 +1425,11 @@ def _exec_node(spec_path: str, attempt: int, log_path: str) -> int:
         output=spec["output"], trigger=dict(spec["trigger"]), home=Path(spec["home"]),
         log_path=Path(log_path), db_url=os.environ.get("ULTRON_DB_URL", ""),
     )
+    if spec.get("engine") == "duckdb":
+        from ultron_nb.services.duckdb_nodes import execute
+
+        execute(ctx, spec["source"])
+        return 0
     source = substitute(spec["source"], ctx.params)
     namespace: dict[str, Any] = {"__name__": f"ultron_node_{spec['node']}"}
     code = compile(source, f"<ultron node {spec['experiment']}.{spec['node']}>", "exec")

@@ -199,6 +199,12 @@ def set_instance_state(conn: Connection, instance_id: str, state: str,
     conn.execute(update(instances).where(instances.c.id == instance_id).values(**values))
 
 
+def set_instance_output(conn: Connection, instance_id: str, output: dict[str, Any]) -> None:
+    """Record what an instance's output is now (its columns after a run, say)."""
+    conn.execute(update(instances).where(instances.c.id == instance_id)
+                 .values(output=output, updated_at=time.time()))
+
+
 def link_node(conn: Connection, experiment_id: int, node_name: str, instance_id: str,
               shared_from: str | None = None) -> None:
     conn.execute(insert(experiment_nodes).values(

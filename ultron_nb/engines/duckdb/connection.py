@@ -111,10 +111,13 @@ def normalize_format(fmt: str | None) -> str | None:
 
 
 def scan_sql(fmt: str, *, filename: str | None = None, union_by_name: bool = True,
-             columns: dict[str, str] | None = None) -> tuple[str, list[Any]]:
+             columns: dict[str, str] | None = None, ignore_errors: bool = False,
+             ) -> tuple[str, list[Any]]:
     """A table-function call reading the file list bound to its first ``?``.
 
-    Returns the SQL fragment and the extra parameters after the file list.
+    Returns the SQL fragment and the extra parameters after the file list. With
+    ``ignore_errors``, JSON lines that do not parse (the unfinished last line of a file
+    being written) are skipped.
     """
     opts = ["hive_partitioning = false"]
     params: list[Any] = []
@@ -127,6 +130,8 @@ def scan_sql(fmt: str, *, filename: str | None = None, union_by_name: bool = Tru
         return f"read_parquet(?, {', '.join(opts)})", params
     if fmt == "json":
         opts.append("format = 'newline_delimited'")
+        if ignore_errors:
+            opts.append("ignore_errors = true")
         if columns is not None:
             opts.append("columns = ?")
             params.append(columns)
@@ -136,7 +141,8 @@ def scan_sql(fmt: str, *, filename: str | None = None, union_by_name: bool = Tru
     raise ConfigError(f"unknown format {fmt!r}")
 
 
-def _flink_to_duckdb(flink_type: str) -> str:
+def duckdb_type(flink_type: str) -> str:
+    """The DuckDB type to read a column of Flink SQL type ``flink_type`` as."""
     text = flink_type.strip().upper()
     base = re.sub(r"\(.*\)", "", text).strip()
     base = base.replace(" NOT NULL", "").strip()
@@ -216,7 +222,7 @@ def _path_sql(path: Path | str, partition_column: str | None) -> tuple[str, list
             if not files:
                 raise DataError(f"{path}: the topic has no segments")
             columns = manifest.get("columns") or []
-            mapped = {str(c): _flink_to_duckdb(str(t)) for c, t in columns} or None
+            mapped = {str(c): duckdb_type(str(t)) for c, t in columns} or None
             scan, extra = scan_sql("json", filename="__ultron_file", columns=mapped)
             part = ""
             if partition_column:

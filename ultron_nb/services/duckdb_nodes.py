@@ -1,0 +1,142 @@
+"""DuckDB nodes: a query over the flow's tables, run by the scheduler like a Python node.
+
+A DuckDB node's body is one ``SELECT`` over the tables it reads: local topics, datasets, the
+output of Flink nodes (with the rows of the files Flink is still writing, so a run fired by
+a watermark sees every row up to it) and of other DuckDB nodes. :class:`DuckDBRunner` is the
+scheduler's runner for the ``duckdb`` kind: each run is a runner process with the guarantees
+of a Python node's (the trigger claimed once, a ``jobs`` row, status events, a log under
+``<home>/logs/<experiment>/``), whose child process calls :func:`execute`.
+
+Parameters: ``${name}`` is replaced by the node's parameter ``name`` before the query is read
+(as in Flink nodes); ``$name`` is a value DuckDB binds: a node parameter (a string), and for a
+run fired by a watermark boundary ``$window_start`` / ``$window_end`` (naive UTC timestamps).
+
+Output: ``<home>/topics/<instance>/`` — ``data.<ext>`` replaced by each run, or one
+``window-<start>.<ext>`` per boundary window (a re-run of a window replaces its file). The
+format is the node's ``--option format=`` (``parquet`` by default; ``json`` when a Flink node
+reads the output, as the Flink wheel has no Parquet format). After a run the instance's
+recorded output gains the result's columns (as Flink types) and row count.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ultron_nb.engines.duckdb.connection import detect_format, duckdb_type
+from ultron_nb.engines.duckdb.query import (
+    FORMATS,
+    TableFiles,
+    check_query,
+    flink_type,
+    read_rows,
+    run_query,
+)
+from ultron_nb.engines.topics import MANIFEST, LocalTopic
+from ultron_nb.errors import ConfigError, DataError, EngineError, UltronError
+from ultron_nb.flow import Node
+from ultron_nb.flow.sqltext import substitute
+from ultron_nb.services.experiments import JOB_FILE, output_files
+from ultron_nb.services.scheduler import NodeContext, NodeTarget, PythonRunner
+from ultron_nb.store import experiments as repo
+from ultron_nb.store import open_database
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+def output_format(node: Node) -> str:
+    """The node's output format (``--option format=``; Parquet by default)."""
+    fmt = node.option_dict.get("format", "parquet").lower()
+    if fmt not in FORMATS:
+        raise ConfigError(f"duckdb node {node.name!r}: --option format={fmt} is not one of "
+                          f"{', '.join(FORMATS)}")
+    return fmt
+
+
+def planned_output(folder: Path, node: Node) -> dict[str, Any]:
+    """What a launch records as the output of a DuckDB node writing to ``folder``."""
+    return {"kind": "dataset", "path": str(folder), "format": output_format(node)}
+
+
+class DuckDBRunner(PythonRunner):
+    """The scheduler's runner for ``duckdb`` nodes (see the module's documentation)."""
+
+    engine = "duckdb"
+
+    def check(self, node: NodeTarget) -> None:
+        check_query(substitute(node.spec.body, node.params), what=f"duckdb node {node.name!r}")
+        output_format(node.spec)
+
+
+def table_files(name: str, output: Mapping[str, Any] | None, *, what: str) -> TableFiles:
+    """Flow table ``name`` (an upstream node's recorded ``output``) as the files to read."""
+    if not output or not output.get("path"):
+        raise DataError(f"{what}: input {name!r} has recorded no output to read (yet)")
+    path = Path(str(output["path"]))
+    columns = tuple((str(c), duckdb_type(str(t))) for c, t in output.get("columns") or [])
+    if (path / MANIFEST).is_file():  # a local topic: partition by partition, in order
+        topic = LocalTopic.open(path)
+        files = [str(seg) for k in range(topic.partitions) for seg in topic.segments(k)]
+        if not columns:
+            columns = tuple((c, duckdb_type(t)) for c, t in topic.columns)
+        return TableFiles(name, tuple(files), "json", columns)
+    if (path / JOB_FILE).is_file():  # a Flink node's output
+        # With the files still being written: rows up to the watermark that fired a run
+        # may not be committed yet (a file is committed after it rolls, at a checkpoint).
+        files = [str(p) for p in output_files(path)]
+        return TableFiles(name, tuple(files), "json", columns, partial_lines=True)
+    fmt = str(output.get("format") or detect_format(path.name) or "")
+    if fmt not in FORMATS:
+        raise DataError(f"{what}: input {name!r} at {path}: cannot read format {fmt!r}")
+    if path.is_file():
+        return TableFiles(name, (str(path),), fmt, columns)
+    found = sorted(str(p) for p in path.rglob("*") if p.is_file()
+                   and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
+                   and detect_format(p.name) == fmt) if path.is_dir() else []
+    return TableFiles(name, tuple(found), fmt, columns)
+
+
+def _window_values(ctx: NodeContext) -> dict[str, Any]:
+    window = ctx.window
+    if window is None:
+        return {}
+    start, end = (datetime.fromtimestamp(ms / 1000, UTC).replace(tzinfo=None) for ms in window)
+    return {"window_start": start, "window_end": end}
+
+
+def execute(ctx: NodeContext, source: str) -> None:
+    """Run DuckDB node ``ctx.node`` once (in the runner's child process)."""
+    what = f"duckdb node {ctx.node!r}"
+    fmt = str((ctx.output or {}).get("format") or "parquet")
+    sql = substitute(source, ctx.params)
+    tables = [table_files(name, out, what=what) for name, out in ctx.inputs.items()]
+    values: dict[str, Any] = {**ctx.params, **_window_values(ctx)}
+    folder = ctx.output_path
+    if "window_start" in values:
+        name = f"window-{values['window_start']:%Y%m%dT%H%M%S}{FORMATS[fmt]}"
+    else:
+        name = f"data{FORMATS[fmt]}"
+    result = run_query(sql, tables, output=folder / name, fmt=fmt, values=values, what=what)
+    log.info("%s: %d rows → %s", what, result.rows, result.path)
+    output = {"kind": "dataset", "path": str(folder), "format": fmt,
+              "columns": [[c, flink_type(t)] for c, t in result.columns],
+              "rows": result.rows, "file": result.path.name}
+    with open_database(ctx.db_url).write() as conn:
+        repo.set_instance_output(conn, ctx.instance_id, output)
+
+
+def preview_rows(output: Mapping[str, Any], limit: int) -> pd.DataFrame:
+    """The last ``limit`` rows of a DuckDB node's output."""
+    try:
+        table = table_files("output", output, what="preview")
+    except UltronError as exc:
+        raise EngineError(str(exc)) from None
+    if not table.files:
+        raise DataError(f"{output.get('path')}: the node has not written output yet")
+    return read_rows(table.files, table.fmt, limit=limit)
