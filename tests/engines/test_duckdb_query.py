@@ -14,7 +14,7 @@ from ultron_nb.engines.duckdb.query import (
     bound_parameters,
     check_query,
     flink_type,
-    read_rows,
+    read_table,
     run_query,
 )
 from ultron_nb.errors import DataError, SqlError
@@ -112,7 +112,7 @@ def test_a_rerun_replaces_the_output_and_read_rows_returns_the_last(
     out = tmp_path / "data.parquet"
     run_query("SELECT item FROM clicks", [clicks], output=out)
     run_query("SELECT item, label FROM clicks ORDER BY ts", [clicks], output=out)
-    frame = read_rows([out], "parquet", limit=2)
+    frame = read_table(TableFiles("out", (str(out),), "parquet"), limit=2)
     assert list(frame.columns) == ["item", "label"] and list(frame.label) == [0, 1]
 
 

@@ -180,3 +180,28 @@ def test_a_boundary_triggered_duckdb_node_writes_one_file_per_window(ws: Workspa
         assert int(frame.n[0]) == int(((imps.ms >= start) & (imps.ms < end)).sum()) > 0
         assert frame["first"][0] >= pd.Timestamp(start, unit="ms")
         assert frame["last"][0] < pd.Timestamp(end, unit="ms")
+
+
+def test_a_flink_output_is_read_with_the_rows_still_being_written(tmp_path: Path) -> None:
+    """Committed part files, then complete lines of in-progress ones; the hidden watermark
+    column dropped; declared types applied."""
+    from ultron_nb.services.duckdb_nodes import input_frame
+    from ultron_nb.services.experiments import JOB_FILE
+
+    folder = tmp_path / "label_join_1"
+    out = folder / "p0000"
+    out.mkdir(parents=True)
+    (folder / JOB_FILE).write_text("{}")
+
+    def line(i: int) -> str:
+        return json.dumps({"imp_id": i, "ts": f"2025-01-01 00:00:0{i}", "label": i % 2,
+                           "__wm": "2025-01-01 00:00:00"}) + "\n"
+
+    (out / "part-u1-0-0").write_text(line(1) + line(2))
+    (out / ".part-u1-0-1.inprogress.7f0c").write_text(line(3) + line(4)[:20])
+    output = {"kind": "topic", "path": str(folder), "format": "json",
+              "columns": [["imp_id", "BIGINT"], ["ts", "TIMESTAMP(3)"], ["label", "INT"]],
+              "watermark_column": "__wm"}
+    frame = input_frame("label_join", output, what="node 'hourly'")
+    assert list(frame.columns) == ["imp_id", "ts", "label"]
+    assert list(frame.imp_id) == [1, 2, 3] and str(frame.ts.dtype).startswith("datetime64")

@@ -21,7 +21,10 @@ recorded output gains the result's columns (as Flink types) and row count.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,14 +35,15 @@ from ultron_nb.engines.duckdb.query import (
     TableFiles,
     check_query,
     flink_type,
-    read_rows,
+    read_table,
     run_query,
 )
+from ultron_nb.engines.flink.ddl import committed_name
 from ultron_nb.engines.topics import MANIFEST, LocalTopic
-from ultron_nb.errors import ConfigError, DataError, EngineError, UltronError
+from ultron_nb.errors import ConfigError, DataError
 from ultron_nb.flow import Node
 from ultron_nb.flow.sqltext import substitute
-from ultron_nb.services.experiments import JOB_FILE, output_files
+from ultron_nb.services.experiments import JOB_FILE, output_files, read_output_file
 from ultron_nb.services.scheduler import NodeContext, NodeTarget, PythonRunner
 from ultron_nb.store import experiments as repo
 from ultron_nb.store import open_database
@@ -90,7 +94,7 @@ def table_files(name: str, output: Mapping[str, Any] | None, *, what: str) -> Ta
         # With the files still being written: rows up to the watermark that fired a run
         # may not be committed yet (a file is committed after it rolls, at a checkpoint).
         files = [str(p) for p in output_files(path)]
-        return TableFiles(name, tuple(files), "json", columns, partial_lines=True)
+        return TableFiles(name, tuple(files), "json", columns)
     fmt = str(output.get("format") or detect_format(path.name) or "")
     if fmt not in FORMATS:
         raise DataError(f"{what}: input {name!r} at {path}: cannot read format {fmt!r}")
@@ -100,6 +104,28 @@ def table_files(name: str, output: Mapping[str, Any] | None, *, what: str) -> Ta
                    and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
                    and detect_format(p.name) == fmt) if path.is_dir() else []
     return TableFiles(name, tuple(found), fmt, columns)
+
+
+@contextmanager
+def readable(tables: Sequence[TableFiles]) -> Iterator[list[TableFiles]]:
+    """``tables`` with every file a Flink sink is still writing replaced by a snapshot of
+    its complete lines, in a temporary directory that lasts as long as the context."""
+    with tempfile.TemporaryDirectory(prefix="ultron-read-") as tmp:
+        ready: list[TableFiles] = []
+        for table in tables:
+            files: list[str] = []
+            for name in table.files:
+                path = Path(name)
+                if committed_name(path) is None:
+                    files.append(name)
+                    continue
+                data = read_output_file(path)
+                if data:
+                    snapshot = Path(tmp) / f"{len(files)}-{table.name}.jsonl"
+                    snapshot.write_bytes(data)
+                    files.append(str(snapshot))
+            ready.append(replace(table, files=tuple(files)))
+        yield ready
 
 
 def _window_values(ctx: NodeContext) -> dict[str, Any]:
@@ -122,7 +148,9 @@ def execute(ctx: NodeContext, source: str) -> None:
         name = f"window-{values['window_start']:%Y%m%dT%H%M%S}{FORMATS[fmt]}"
     else:
         name = f"data{FORMATS[fmt]}"
-    result = run_query(sql, tables, output=folder / name, fmt=fmt, values=values, what=what)
+    with readable(tables) as ready:
+        result = run_query(sql, ready, output=folder / name, fmt=fmt, values=values,
+                           what=what)
     log.info("%s: %d rows → %s", what, result.rows, result.path)
     output = {"kind": "dataset", "path": str(folder), "format": fmt,
               "columns": [[c, flink_type(t)] for c, t in result.columns],
@@ -133,10 +161,13 @@ def execute(ctx: NodeContext, source: str) -> None:
 
 def preview_rows(output: Mapping[str, Any], limit: int) -> pd.DataFrame:
     """The last ``limit`` rows of a DuckDB node's output."""
-    try:
-        table = table_files("output", output, what="preview")
-    except UltronError as exc:
-        raise EngineError(str(exc)) from None
+    table = table_files("output", output, what="preview")
     if not table.files:
         raise DataError(f"{output.get('path')}: the node has not written output yet")
-    return read_rows(table.files, table.fmt, limit=limit)
+    return read_table(table, limit=limit)
+
+
+def input_frame(name: str, output: Mapping[str, Any] | None, *, what: str) -> pd.DataFrame:
+    """Flow table ``name`` (an upstream's recorded ``output``) as a DataFrame."""
+    with readable([table_files(name, output, what=what)]) as ready:
+        return read_table(ready[0])

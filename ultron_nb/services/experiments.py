@@ -1148,23 +1148,30 @@ def _find_member(ws: Workspace, node: str, experiment: str | None, flow_name: st
     return None
 
 
-def _read_json_lines(paths: Sequence[Path], limit: int | None) -> list[dict[str, Any]]:
-    """Rows of JSON-lines files, in order; the last ``limit`` of them.
+def read_output_file(path: Path) -> bytes:
+    """The content of one file of :func:`output_files`, complete lines only (b"" if gone).
 
-    An in-progress part file that a checkpoint commits (renames) between the listing and
-    the read is read under its committed name, so no row written before the listing is
-    missed.
+    An in-progress part file that a checkpoint commits (renames) after the listing is read
+    under its committed name, so no row written before the listing is missed; the
+    unfinished last line of a file being written is left out.
     """
+    committed = ddl.committed_name(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        try:
+            return committed.read_bytes() if committed else b""
+        except FileNotFoundError:
+            return b""  # the output was cleared by a fresh start
+    return data[:data.rfind(b"\n") + 1] if committed else data
+
+
+def _read_json_lines(paths: Sequence[Path], limit: int | None) -> list[dict[str, Any]]:
+    """Rows of JSON-lines files, in order; the last ``limit`` of them."""
     rows: list[dict[str, Any]] = []
     for path in paths:
         try:
-            text = path.read_text(errors="replace")
-        except FileNotFoundError:
-            committed = ddl.committed_name(path)
-            try:
-                text = committed.read_text(errors="replace") if committed else ""
-            except FileNotFoundError:
-                continue  # the output was cleared by a fresh start
+            text = read_output_file(path).decode(errors="replace")
         except OSError:
             continue
         for line in text.splitlines():

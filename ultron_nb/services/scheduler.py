@@ -66,7 +66,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -87,6 +87,9 @@ from ultron_nb.store.schema import (
     scheduler_state,
     trigger_log,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -1400,6 +1403,17 @@ class NodeContext:
         path = Path(recorded) if recorded else self.home / "data" / self.instance_id
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def input_frame(self, name: str) -> pd.DataFrame:
+        """Upstream ``name``'s rows as a pandas DataFrame, typed by its declared columns. A
+        Flink node's output includes the rows of files still being written, so a run fired
+        by a watermark sees every row up to it."""
+        from ultron_nb.services.duckdb_nodes import input_frame
+
+        if name not in self.inputs:
+            raise NotFoundError(f"node {self.node!r} has no input {name!r} (inputs: "
+                                f"{', '.join(sorted(self.inputs)) or 'none'})")
+        return input_frame(name, self.inputs[name], what=f"node {self.node!r}")
 
     @property
     def window(self) -> tuple[int, int] | None:

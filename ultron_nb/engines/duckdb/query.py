@@ -4,8 +4,8 @@
 order, their format and declared columns) as a view named like the flow table, checks that the
 node's SQL is exactly one query, binds the named parameters it uses (``$window_start``, a
 node parameter ...) from the values given, and writes the result atomically (a hidden
-temporary file renamed into place) as Parquet, JSON lines or CSV. :func:`read_rows` reads such
-files back (previews).
+temporary file renamed into place) as Parquet, JSON lines or CSV. :func:`read_table` reads a
+table the same way into a DataFrame (previews, Python nodes).
 
 SQL values — file lists, the output path, the named parameters — are bound, never formatted
 into the text; table names go through :func:`~.connection.ident`.
@@ -48,15 +48,14 @@ class TableFiles:
     ``files`` in read order; ``fmt`` is ``json``, ``parquet`` or ``csv``; ``columns`` are
     (name, DuckDB type): JSON is read with exactly these columns (other keys, such as a
     hidden watermark column, are ignored), and a table without files yet is an empty table
-    of these columns. ``partial_lines``: JSON lines that do not parse are skipped (the
-    unfinished last line of a file a sink is still writing).
+    of these columns. The files must be complete (see :mod:`ultron_nb.services.duckdb_nodes`
+    for files a Flink sink is still writing).
     """
 
     name: str
     files: tuple[str, ...]
     fmt: str
     columns: tuple[tuple[str, str], ...] = ()
-    partial_lines: bool = False  # some files are being written: skip an unfinished line
 
 
 @dataclass(frozen=True)
@@ -114,7 +113,7 @@ def _declare(con: duckdb.DuckDBPyConnection, table: TableFiles, what: str) -> No
         con.execute(f"CREATE TEMP TABLE {name} ({cols})")
         return
     columns = dict(table.columns) if table.fmt == "json" and table.columns else None
-    scan, extra = scan_sql(table.fmt, columns=columns, ignore_errors=table.partial_lines)
+    scan, extra = scan_sql(table.fmt, columns=columns)
     try:
         con.sql(f"SELECT * FROM {scan}", params=[list(table.files), *extra]) \
             .create_view(table.name, replace=True)
@@ -165,17 +164,15 @@ def run_query(
         con.close()
 
 
-def read_rows(files: Sequence[str | Path], fmt: str, *, limit: int | None = None,
-              ) -> pd.DataFrame:
-    """The rows of ``files`` (one format) as a DataFrame: the last ``limit`` of them."""
+def read_table(table: TableFiles, *, limit: int | None = None) -> pd.DataFrame:
+    """The rows of ``table`` as a DataFrame (the last ``limit`` of them), read as a query
+    reads it: with its declared columns, and empty with them when it has no files."""
     con = connect(threads=1)
     try:
-        scan, extra = scan_sql(fmt)
-        rel = con.sql(f"SELECT * FROM {scan}", params=[[str(f) for f in files], *extra])
-        frame = rel.df()
+        _declare(con, table, "read")
+        frame = con.sql(f"SELECT * FROM {ident(table.name)}").df()
     except duckdb.Error as exc:
-        raise DataError(f"{', '.join(str(f) for f in files[:3])}: {_first_line(exc)}") \
-            from None
+        raise DataError(f"table {table.name!r}: {_first_line(exc)}") from None
     finally:
         con.close()
     if limit is not None and len(frame) > limit:
