@@ -645,7 +645,7 @@ def _start(ws: Workspace, rest: FlinkRest, item: _Compiled, *, attempt: int,
         row = repo.add_job(conn, instance_id=item.instance, engine=ENGINE, external_id=None,
                            target=rest.url, state="submitting", attempt=attempt)
     try:
-        job_id = submit(item.job, rest)
+        job_id = submit(item.job, rest, name=job_name(item.job.spec, attempt))
     except UltronError as exc:
         with ws.db.write() as conn:
             repo.update_job(conn, row.id, state="failed", error=str(exc), ended_at=time.time())
@@ -656,6 +656,44 @@ def _start(ws: Workspace, rest: FlinkRest, item: _Compiled, *, attempt: int,
         repo.set_instance_state(conn, item.instance, "created", output=item.output or None)
     log.info("node %s → Flink job %s (%s)", item.node, job_id, rest.web_url(job_id))
     return row.id, job_id
+
+
+#: A submission not recorded after this many seconds was interrupted (its process died).
+SUBMIT_GRACE = 180.0
+
+
+def job_name(spec: JobSpec, attempt: int) -> str:
+    """The name of attempt ``attempt`` of a node's job on the cluster (unique per instance
+    and attempt: the way back to a job whose id was never recorded)."""
+    return f"{spec.config.get('pipeline.name') or spec.node} #{attempt}"
+
+
+def _adopt_interrupted(ws: Workspace, instance_id: str) -> repo.JobRow | None:
+    """Settle a start interrupted between Flink accepting the job and the store recording
+    its id (the process died): the job, found on the cluster by its name, is recorded; a
+    submission that never reached Flink is recorded as failed. Returns the job row as it
+    is now (None when the latest job is not such a start)."""
+    with ws.db.read() as conn:
+        job = repo.latest_job(conn, instance_id)
+    if job is None or job.engine != ENGINE or job.external_id or job.state != "submitting":
+        return None
+    try:
+        name = job_name(_load_spec(instance_dir(ws, instance_id)), job.attempt)
+    except NotFoundError:
+        name = None
+    with _rest(ws, job.target) as rest:
+        found = [j for j in rest.jobs_overview() if name and j["name"] == name]
+    with ws.db.write() as conn:
+        if found:
+            repo.update_job(conn, job.id, external_id=found[0]["jid"], state=found[0]["state"])
+            repo.set_instance_state(conn, instance_id, found[0]["state"])
+            log.warning("node instance %s: adopted job %s of an interrupted start",
+                        instance_id, found[0]["jid"])
+        else:
+            repo.update_job(conn, job.id, state="failed", ended_at=time.time(),
+                            error="the start was interrupted before Flink accepted the job")
+            repo.set_instance_state(conn, instance_id, "failed")
+        return repo.latest_job(conn, instance_id)
 
 
 def _await_started(rest: FlinkRest, job_ids: Sequence[str], timeout: float) -> None:
@@ -773,6 +811,9 @@ def status(ws: Workspace, name: str | None = None, *, publish: bool = True) -> E
                         instance=member.instance_id, shared_from=member.shared_from,
                         output=(inst.output or {}).get("path") if inst else None)
         job = jobs[node_name]
+        if (job is not None and job.engine == ENGINE and job.state == "submitting"
+                and not job.external_id and time.time() - job.started_at > SUBMIT_GRACE):
+            job = _adopt_interrupted(ws, member.instance_id)
         if job is not None and job.engine == ENGINE:
             ns.attempt, ns.savepoint, ns.error = job.attempt, job.savepoint, job.error
             ns.state = job.state
@@ -1123,6 +1164,11 @@ def start_node(ws: Workspace, name: str, node: str, *,
     with ws.db.read() as conn:
         member = next((m for m in repo.members(conn, exp.id) if m.node_name == node), None)
         job = repo.latest_job(conn, member.instance_id) if member else None
+    if member is not None and job is not None and job.state == "submitting":
+        adopted = _adopt_interrupted(ws, member.instance_id)
+        if adopted is not None and adopted.state not in ("failed", "canceled"):
+            return status(ws, exp.name)  # that start ran (or runs): not a second time
+        job = adopted
     if job is not None and job.external_id:
         with _rest(ws, job.target) as rest:
             try:

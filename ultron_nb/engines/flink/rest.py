@@ -166,6 +166,12 @@ class FlinkRest:
         """``GET /overview``: task managers, slots, job counts, Flink version."""
         return dict(self.get("/overview"))
 
+    def jobs_overview(self) -> list[dict[str, str]]:
+        """``GET /jobs/overview``: each job's ``jid``, ``name`` and ``state`` (lower case)."""
+        body = self.get("/jobs/overview") or {}
+        return [{"jid": str(j.get("jid")), "name": str(j.get("name", "")),
+                 "state": str(j.get("state", "")).lower()} for j in body.get("jobs", [])]
+
     def reachable(self, timeout: float = 2.0) -> bool:
         """Does a Flink REST endpoint answer at this URL?"""
         try:

@@ -245,15 +245,19 @@ def prepare(spec: JobSpec) -> CompiledJob:
     return CompiledJob(spec, [], env)
 
 
-def submit(job: CompiledJob, rest: Any, *, timeout: float = 60.0) -> str:
+def submit(job: CompiledJob, rest: Any, *, timeout: float = 60.0,
+           name: str | None = None) -> str:
     """Submit ``job`` to the cluster behind ``rest`` (a FlinkRest); return the job id.
 
-    The id is checked in the cluster's ``GET /jobs``: a job that ran anywhere else (an
+    ``name`` is the job's name on the cluster (default: the spec's ``pipeline.name``). The
+    id is checked in the cluster's ``GET /jobs``: a job that ran anywhere else (an
     in-process mini cluster) is an error.
     """
     spec = job.spec
     started = time.monotonic()
     with _LOCK:
+        if name:
+            job.env.get_config().set("pipeline.name", name)
         try:
             result = job.env.execute_sql(spec.insert)
         except Exception as exc:
