@@ -142,10 +142,11 @@ def execute(ctx: NodeContext, source: str) -> None:
     fmt = str((ctx.output or {}).get("format") or "parquet")
     sql = substitute(source, ctx.params)
     tables = [table_files(name, out, what=what) for name, out in ctx.inputs.items()]
-    values: dict[str, Any] = {**ctx.params, **_window_values(ctx)}
+    window = _window_values(ctx)
+    values: dict[str, Any] = {**ctx.params, **window}
     folder = ctx.output_path
-    if "window_start" in values:
-        name = f"window-{values['window_start']:%Y%m%dT%H%M%S}{FORMATS[fmt]}"
+    if window:
+        name = f"window-{window['window_start']:%Y%m%dT%H%M%S}{FORMATS[fmt]}"
     else:
         name = f"data{FORMATS[fmt]}"
     with readable(tables) as ready:
