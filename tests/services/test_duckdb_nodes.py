@@ -205,3 +205,27 @@ def test_a_flink_output_is_read_with_the_rows_still_being_written(tmp_path: Path
     frame = input_frame("label_join", output, what="node 'hourly'")
     assert list(frame.columns) == ["imp_id", "ts", "label"]
     assert list(frame.imp_id) == [1, 2, 3] and str(frame.ts.dtype).startswith("datetime64")
+
+
+TRAIN = '''
+def train(ctx):
+    import pandas as pd
+
+    scores = pd.DataFrame({"fold": [1, 2, 3], "auc": [0.70, 0.74, 0.72]})
+    scores.to_parquet(ctx.output_path / "scores.parquet")
+'''
+
+
+def test_a_duckdb_node_reads_what_a_python_node_wrote(ws: Workspace) -> None:
+    ws.define("m", define_node("train", TRAIN, kind="python"))
+    ws.define("m", define_node("evaluate", "SELECT COUNT(*) AS folds, AVG(auc) AS auc "
+                                           "FROM train", kind="duckdb", after=["train"]))
+    start_daemon(ws.settings)
+    ex.launch(ws, "m", name="m1")
+    wait_until(lambda: node_states(ws, "m1")["evaluate"] in ("finished", "failed"), 90,
+               "the evaluation to end")
+    st = ex.status(ws, "m1")
+    assert st["evaluate"].state == "finished", st["evaluate"].error
+    result = ex.preview(ws, "evaluate", experiment="m1")
+    assert int(result.folds[0]) == 3 and abs(float(result.auc[0]) - 0.72) < 1e-9
+    stop_daemon(ws.settings)

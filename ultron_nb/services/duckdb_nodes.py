@@ -95,15 +95,23 @@ def table_files(name: str, output: Mapping[str, Any] | None, *, what: str) -> Ta
         # may not be committed yet (a file is committed after it rolls, at a checkpoint).
         files = [str(p) for p in output_files(path)]
         return TableFiles(name, tuple(files), "json", columns)
-    fmt = str(output.get("format") or detect_format(path.name) or "")
-    if fmt not in FORMATS:
-        raise DataError(f"{what}: input {name!r} at {path}: cannot read format {fmt!r}")
     if path.is_file():
+        fmt = str(output.get("format") or detect_format(path.name) or "")
+        if fmt not in FORMATS:
+            raise DataError(f"{what}: input {name!r}: cannot tell the format of {path}")
         return TableFiles(name, (str(path),), fmt, columns)
-    found = sorted(str(p) for p in path.rglob("*") if p.is_file()
-                   and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
-                   and detect_format(p.name) == fmt) if path.is_dir() else []
-    return TableFiles(name, tuple(found), fmt, columns)
+    found = sorted(p for p in path.rglob("*") if p.is_file() and detect_format(p.name)
+                   and not any(part.startswith((".", "_"))
+                               for part in p.relative_to(path).parts)) if path.is_dir() else []
+    fmt = str(output.get("format") or "")
+    if not fmt:  # what the node wrote (a Python node's files, say)
+        formats = sorted({str(detect_format(p.name)) for p in found})
+        if len(formats) > 1:
+            raise DataError(f"{what}: input {name!r} at {path} mixes formats "
+                            f"({', '.join(formats)})")
+        fmt = formats[0] if formats else "parquet"
+    return TableFiles(name, tuple(str(p) for p in found if detect_format(p.name) == fmt),
+                      fmt, columns)
 
 
 @contextmanager

@@ -558,6 +558,9 @@ def launch(
             elif p.node in planned:
                 output = planned[p.node]
                 state = "waiting"
+            elif node.kind is Kind.PYTHON:  # ctx.output_path: where readers look for it
+                output = {"kind": "dataset", "path": str(ws.settings.home / "data" / p.instance_id)}
+                state = "waiting"
             else:
                 output = {}
                 state = "waiting"
