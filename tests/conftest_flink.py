@@ -43,9 +43,7 @@ def flink_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     try:
         yield cluster
     finally:
-        pids = [p for ps in cluster.pids().values() for p in ps]
-        cluster.down()
-        _assert_gone(pids)
+        _down_by_pid(cluster)
 
 
 @pytest.fixture(scope="session")
@@ -72,15 +70,16 @@ def remote_flink_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[A
     try:
         yield cluster
     finally:
-        pids = [p for ps in cluster.pids().values() for p in ps]
-        cluster.down()
-        _assert_gone(pids)
+        _down_by_pid(cluster)
 
 
-def _assert_gone(pids: list[int]) -> None:
-    from ultron_nb.engines.flink.cluster import _pid_alive
+def _down_by_pid(cluster: Any) -> None:
+    """Stop ``cluster`` and check that every daemon it had is gone, by PID."""
+    from ultron_nb.processes import pid_alive
 
-    alive = [p for p in pids if _pid_alive(p)]
+    pids = [p for ps in cluster.pids().values() for p in ps]
+    cluster.down()
+    alive = [p for p in pids if pid_alive(p)]
     assert not alive, f"Flink daemons still alive after down(): {alive}"
 
 

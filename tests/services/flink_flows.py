@@ -7,17 +7,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.flow.ctr_flow import LABEL_JOIN
 from ultron_nb.flow.build import define_node
 from ultron_nb.services import experiments as ex
 from ultron_nb.services.datagen import clicklog_nodes, parse_ts
 
-LABEL_JOIN = """
-SELECT i.imp_id, i.user_id, i.item_id, i.ts,
-       CASE WHEN c.imp_id IS NULL THEN 0 ELSE 1 END AS label
-FROM impressions i
-LEFT JOIN clicks c
-  ON i.imp_id = c.imp_id AND c.ts BETWEEN i.ts AND i.ts + INTERVAL '${label_window}' MINUTE
-"""
 CTR = """
 SELECT window_start, window_end, COUNT(*) AS impressions, SUM(label) AS clicks,
        CAST(SUM(label) AS DOUBLE) / COUNT(*) AS ctr

@@ -228,4 +228,6 @@ def test_a_duckdb_node_reads_what_a_python_node_wrote(ws: Workspace) -> None:
     assert st["evaluate"].state == "finished", st["evaluate"].error
     result = ex.preview(ws, "evaluate", experiment="m1")
     assert int(result.folds[0]) == 3 and abs(float(result.auc[0]) - 0.72) < 1e-9
+    scores = ex.preview(ws, "train", experiment="m1")  # what the Python step wrote
+    assert list(scores.fold) == [1, 2, 3] and list(scores.auc) == [0.70, 0.74, 0.72]
     stop_daemon(ws.settings)

@@ -22,11 +22,11 @@ from ultron_nb.errors import UltronError
 from ultron_nb.events import latest, send_event
 from ultron_nb.flow import Flow
 from ultron_nb.flow.build import define_node
+from ultron_nb.processes import process_alive
 from ultron_nb.services.scheduler import (
     NodeTarget,
     PythonRunner,
     daemon_status,
-    process_alive,
     request_start,
     request_stop,
     run_forever,

@@ -68,14 +68,20 @@ def planned_output(folder: Path, node: Node) -> dict[str, Any]:
     return {"kind": "dataset", "path": str(folder), "format": output_format(node)}
 
 
+def check_node(node: Node, params: Mapping[str, str]) -> None:
+    """Refuse a DuckDB node whose SQL (``params`` pasted in) is not one query, or whose
+    output format is unknown: one line naming the node."""
+    check_query(substitute(node.body, dict(params)), what=f"duckdb node {node.name!r}")
+    output_format(node)
+
+
 class DuckDBRunner(PythonRunner):
     """The scheduler's runner for ``duckdb`` nodes (see the module's documentation)."""
 
     engine = "duckdb"
 
     def check(self, node: NodeTarget) -> None:
-        check_query(substitute(node.spec.body, node.params), what=f"duckdb node {node.name!r}")
-        output_format(node.spec)
+        check_node(node.spec, node.params)
 
 
 def table_files(name: str, output: Mapping[str, Any] | None, *, what: str) -> TableFiles:

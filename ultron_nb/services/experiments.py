@@ -527,11 +527,9 @@ def launch(
     planned: dict[str, dict[str, Any]] = {}  # DuckDB node → where its runs write
     for p in plan.nodes:
         if p.step is not Step.SHARE and flow[p.node].kind is Kind.DUCKDB:
-            from ultron_nb.engines.duckdb.query import check_query
-            from ultron_nb.services.duckdb_nodes import planned_output
+            from ultron_nb.services.duckdb_nodes import check_node, planned_output
 
-            check_query(substitute(flow[p.node].body, dict(plan.params.get(p.node, {}))),
-                        what=f"duckdb node {p.node!r}")
+            check_node(flow[p.node], plan.params.get(p.node, {}))
             planned[p.node] = planned_output(instance_dir(ws, p.instance_id), flow[p.node])
 
     # Record the experiment, its instances and their planned jobs.
@@ -1282,7 +1280,7 @@ def preview(ws: Workspace, node: str, *, experiment: str | None = None,
             raise NotFoundError(f"node {node!r} of {exp.name!r} has no output yet")
         if (path / JOB_FILE).exists():  # a Flink node's output
             rows = _read_json_lines(output_files(path), limit)
-        elif out.get("format") in ("parquet", "csv") or "rows" in out:  # a DuckDB node's
+        elif _kind_of(ws, exp, node) in (Kind.DUCKDB, Kind.PYTHON):  # files a run wrote
             from ultron_nb.services.duckdb_nodes import preview_rows
 
             return preview_rows(out, limit)
@@ -1299,6 +1297,11 @@ def preview(ws: Workspace, node: str, *, experiment: str | None = None,
     raise NotFoundError(f"no experiment runs node {node!r}" +
                         (f" of flow {flow!r}" if flow else "") + ": launch one with "
                         "`%ultron run`")
+
+
+def _kind_of(ws: Workspace, exp: repo.ExperimentRow, node: str) -> Kind | None:
+    flow = _flow_or_none(ws, exp)
+    return flow[node].kind if flow is not None and node in flow else None
 
 
 def _read_topic_or_files(path: Path, limit: int) -> list[dict[str, Any]]:

@@ -56,7 +56,6 @@ import logging
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -77,6 +76,7 @@ from ultron_nb.events import DEFAULT_NAMESPACE, Event, Listener, append_event, g
 from ultron_nb.events import send_event as _send_event
 from ultron_nb.flow import Action, ControlEdge, Flow, Kind, Node, Trigger, condition_holds
 from ultron_nb.flow.edges import parse_interval
+from ultron_nb.processes import process_alive, process_identity
 from ultron_nb.store import Database, open_database
 from ultron_nb.store.flows import load_flow
 from ultron_nb.store.schema import (
@@ -1081,52 +1081,6 @@ def _last_due_tick(schedule: str, last: float, now: float) -> float | None:
 
 
 # ----------------------------------------------------------------------------- Python nodes
-def _proc_start_time(pid: int) -> str | None:
-    """The kernel's start time of process ``pid`` (None if it is gone or a zombie)."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            stat = fh.read()
-    except FileNotFoundError:
-        return None
-    except OSError:
-        return "?"
-    fields = stat.rsplit(")", 1)[-1].split()
-    if fields and fields[0] in ("Z", "X"):
-        return None
-    return fields[19] if len(fields) > 19 else "?"
-
-
-def process_identity(pid: int) -> str:
-    """``pid:starttime@host``: identifies a process even after its pid is reused."""
-    return f"{pid}:{_proc_start_time(pid) or '?'}@{socket.gethostname()}"
-
-
-def process_alive(identity: str | None) -> bool:
-    """Is the process recorded as ``identity`` (see :func:`process_identity`) alive?
-
-    A process of another host cannot be checked from here: it counts as alive."""
-    if not identity:
-        return False
-    local, _, host = identity.partition("@")
-    if host and host != socket.gethostname():
-        return True
-    pid_text, _, started = local.partition(":")
-    try:
-        pid = int(pid_text)
-    except ValueError:
-        return False
-    if Path("/proc").is_dir():
-        now = _proc_start_time(pid)
-        return now is not None and (started in ("", "?") or now in ("?", started))
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class PythonRunner:
     """Runs Python nodes as subprocesses: :class:`NodeActions` for ``python`` nodes.
 

@@ -35,6 +35,7 @@ from typing import Any
 from ultron_nb.config import Settings
 from ultron_nb.engines.flink.rest import FlinkRest
 from ultron_nb.errors import ClusterError
+from ultron_nb.processes import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -77,22 +78,6 @@ def find_java() -> str | None:
     if home and (Path(home) / "bin" / "java").is_file():
         return str(Path(home) / "bin" / "java")
     return shutil.which("java")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie is dead for our purposes.
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.is_file():
-        with contextlib.suppress(OSError, IndexError):
-            if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                return False
-    return True
 
 
 def _cmdline(pid: int) -> str | None:
@@ -295,7 +280,7 @@ class LocalCluster:
 
     def _owns(self, pid: int) -> bool:
         """Is ``pid`` alive and a Flink daemon started with this conf dir?"""
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return False
         cmd = _cmdline(pid)
         if cmd is None:  # no /proc: trust the PID file
@@ -551,10 +536,10 @@ class LocalCluster:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(_pid_alive(p) for p in victims):
+        while time.monotonic() < deadline and any(pid_alive(p) for p in victims):
             time.sleep(0.1)
         for pid in victims:
-            if _pid_alive(pid):
+            if pid_alive(pid):
                 log.warning("Flink daemon %s did not stop in %.0f s: killing it", pid, timeout)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
