@@ -38,6 +38,8 @@ $(STAMP): pyproject.toml
 
 lint: setup
 	$(BIN)/ruff check ultron_nb tests bench
+	@# Import contracts (pyproject.toml [tool.importlinter]): layers, forbidden arrows, no cycles.
+	$(BIN)/lint-imports --no-cache
 
 test: setup lint
 	$(BIN)/python -m pytest -q

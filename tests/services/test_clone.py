@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from ultron_nb import experiments as ex
 from ultron_nb.engines.flink.rest import FlinkRest
 from ultron_nb.errors import ConfigError, FlowError
 from ultron_nb.flow.build import define_node
-from ultron_nb.services import experiments as ex
 from ultron_nb.services.clone import ClonePlan, CloneResult, clone, diff
 from ultron_nb.services.datagen import gen_clicklog
 
@@ -20,9 +20,9 @@ from .flink_flows import define_ctr_flow
 pytestmark = [pytest.mark.flink, pytest.mark.slow]
 
 ITEM_CTR = """
-SELECT item_id, window_end AS ts, COUNT(*) AS imps, SUM(label) AS clicks
+SELECT item_id, window_time AS ts, COUNT(*) AS imps, SUM(label) AS clicks
 FROM TABLE(TUMBLE(TABLE label_join, DESCRIPTOR(ts), INTERVAL '${feature_window}' MINUTE))
-GROUP BY item_id, window_start, window_end
+GROUP BY item_id, window_start, window_end, window_time
 """
 TRAIN = "def train(ctx):\n    return float(ctx.params['lr'])\n"
 

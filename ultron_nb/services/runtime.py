@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ultron_nb.engines.flink.cluster import ClusterStatus
-    from ultron_nb.services.workspace import Workspace
+    from ultron_nb.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def _cluster(ws: Workspace, port: int | None, slots: int | None) -> Any:
 
 
 def _scheduler_pid(ws: Workspace) -> int | None:
-    from ultron_nb.services.scheduler import daemon_status
+    from ultron_nb.scheduler import daemon_status
 
     pid = daemon_status(ws.settings)
     return pid if pid and pid > 0 else None
@@ -67,7 +67,7 @@ def up(ws: Workspace, *, port: int | None = None, slots: int | None = None,
         cluster = _cluster(ws, port, slots).up()
     pid = None
     if scheduler:
-        from ultron_nb.services.scheduler import start_daemon
+        from ultron_nb.scheduler import start_daemon
 
         pid = start_daemon(ws.settings)
     return RuntimeStatus(cluster, pid)
@@ -75,7 +75,7 @@ def up(ws: Workspace, *, port: int | None = None, slots: int | None = None,
 
 def down(ws: Workspace, *, port: int | None = None) -> RuntimeStatus:
     """Stop the scheduler daemon and the local Flink cluster (and the jobs on it)."""
-    from ultron_nb.services.scheduler import stop_daemon
+    from ultron_nb.scheduler import stop_daemon
 
     notes = []
     if stop_daemon(ws.settings):

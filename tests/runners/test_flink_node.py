@@ -1,19 +1,28 @@
-"""The scheduler's Flink actions: start a triggered batch node, follow it, report its state."""
+"""The Flink runner: start a triggered batch node, follow it, report its state; adopt an
+interrupted start instead of repeating it."""
 
 from __future__ import annotations
 
-import time
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from tests.services.flink_flows import topic_rows, wait_for
+from ultron_nb import experiments as ex
 from ultron_nb.events import latest
+from ultron_nb.events.keys import NodeState
+from ultron_nb.experiments.status import experiment_row, run_specs
 from ultron_nb.flow.build import define_node
-from ultron_nb.services import experiments as ex
+from ultron_nb.runners import flink_node
+from ultron_nb.runners.base import RunSpec, TriggerRef
+from ultron_nb.runners.flink_node import FlinkRunner
 from ultron_nb.services.datagen import clicklog_nodes, gen_clicklog
-from ultron_nb.services.flink_actions import FlinkActions
-from ultron_nb.services.scheduler import NodeTarget
+
+
+def spec_of(ws: Any, experiment: str, node: str) -> RunSpec:
+    exp = experiment_row(ws, experiment)
+    return run_specs(ws, exp, ws.flow(exp.flow_name, exp.flow_version))[node]
 
 pytestmark = [pytest.mark.flink, pytest.mark.slow]
 
@@ -33,23 +42,20 @@ def test_a_triggered_batch_node_runs_when_the_scheduler_starts_it(flink_workspac
     counts = define_node("counts", COUNTS, mode="batch", bounded=True, every="1h",
                          params={"window_start": "2000-01-01 00:00:00",
                                  "window_end": "2100-01-01 00:00:00"})
-    flow = ws.define("f", counts)
+    ws.define("f", counts)
     st = ex.launch(ws, "f", name="sched")
     assert st["counts"].state == "waiting"  # a triggered node waits for the scheduler
 
-    actions = FlinkActions(ws.db, ws.settings)
-    target = NodeTarget("sched", "counts", flow["counts"], st["counts"].instance or "",
-                        payload={"window_start": 1735689600000,  # 2025-01-01 00:00
-                                 "window_end": 1735689660000})  # + 1 minute
-    assert actions.state("sched", target) is None
-    actions.start("sched", target)
-    finished = None
-    for _ in range(120):
-        finished = actions.state("sched", target)
-        if finished != "running":
-            break
-        time.sleep(0.5)
-    assert finished == "finished"
+    runner = FlinkRunner(ws)
+    spec = replace(spec_of(ws, "sched", "counts"), trigger=TriggerRef(
+        1, "every", "t1", {"window_start": 1735689600000,  # 2025-01-01 00:00
+                           "window_end": 1735689660000}))  # + 1 minute
+    assert runner.state(spec) is None
+    runner.start(spec)
+    finished = wait_for(lambda: (s := runner.state(spec)) not in (
+        NodeState.RUNNING, NodeState.SUBMITTING) and s, timeout=60, interval=0.2)
+    runner.close()
+    assert finished is NodeState.FINISHED
     rows = ex.preview(ws, "counts", experiment="sched", limit=100)
     first_minute = sum(1 for r in topic_rows(ws, "impressions")
                        if r["ts"] < "2025-01-01 00:01:00")
@@ -79,14 +85,16 @@ def test_a_start_interrupted_before_its_job_id_was_recorded_is_adopted_not_repea
 
     real_update = repo.update_job
 
-    def die_when_the_id_is_recorded(conn: Any, job_id: int, **values: Any) -> None:
+    def die_when_the_id_is_recorded(conn: Any, job_id: int, **values: Any) -> bool:
         if values.get("external_id"):
             raise Died  # the process is gone: the transaction never commits
-        real_update(conn, job_id, **values)
+        return real_update(conn, job_id, **values)
 
+    runner = FlinkRunner(ws)
+    spec = spec_of(ws, "crash", "label_join")
     monkeypatch.setattr(repo, "update_job", die_when_the_id_is_recorded)
     with pytest.raises(Died):
-        ex.start_node(ws, "crash", "label_join")
+        runner.start(spec)
     monkeypatch.setattr(repo, "update_job", real_update)
     with ws.db.read() as conn:
         exp = repo.get_experiment(conn, "crash")
@@ -95,7 +103,7 @@ def test_a_start_interrupted_before_its_job_id_was_recorded_is_adopted_not_repea
         lost = repo.latest_job(conn, inst)
     assert lost.state == "submitting" and lost.external_id is None
 
-    ex.start_node(ws, "crash", "label_join")  # the trigger, driven again
+    runner.start(spec)  # the trigger, driven again
     st = wait_for(lambda: (s := ex.status(ws, "crash"))["label_join"].state == "running" and s)
     with FlinkRest(ws.settings.target_url) as rest:
         mine = [j for j in rest.jobs_overview() if f"[{inst}]" in j["name"]]
@@ -107,10 +115,11 @@ def test_a_start_interrupted_before_its_job_id_was_recorded_is_adopted_not_repea
 
     # A start that died before Flink had the job: once it is overdue, status says so.
     ex.stop(ws, "crash")
+    runner.close()
     with ws.db.write() as conn:
         repo.add_job(conn, instance_id=inst, engine="flink", external_id=None,
                      target=ws.settings.target_url, state="submitting", attempt=2)
     assert ex.status(ws, "crash")["label_join"].state == "submitting"  # maybe in flight
-    monkeypatch.setattr(ex, "SUBMIT_GRACE", 0.0)
+    monkeypatch.setattr(flink_node, "SUBMIT_GRACE", 0.0)
     node = ex.status(ws, "crash")["label_join"]
     assert node.state == "failed" and "interrupted before Flink accepted" in (node.error or "")

@@ -17,28 +17,23 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, select, update
 
+from ultron_nb import experiments
 from ultron_nb.config import Settings
 from ultron_nb.errors import UltronError
 from ultron_nb.events import latest, send_event
+from ultron_nb.events.control import request_start
+from ultron_nb.events.keys import NodeState, status_key, watermark_key
 from ultron_nb.flow import Flow
 from ultron_nb.flow.build import define_node
 from ultron_nb.processes import process_alive
-from ultron_nb.services.scheduler import (
-    NodeTarget,
-    PythonRunner,
-    daemon_status,
-    request_start,
-    request_stop,
-    run_forever,
-    start_daemon,
-    status_key,
-    stop_daemon,
-    watermark_key,
-)
+from ultron_nb.runners.base import RunSpec, TriggerRef
+from ultron_nb.runners.python_node import PythonRunner
+from ultron_nb.scheduler import daemon_status, run_forever, start_daemon, stop_daemon
 from ultron_nb.store import Database, open_database
 from ultron_nb.store.schema import jobs, trigger_log
+from ultron_nb.workspace import Workspace
 
-from .test_scheduler import launch
+from .test_loop import launch
 
 pytestmark = pytest.mark.slow
 
@@ -195,20 +190,20 @@ def test_a_trigger_launched_several_times_runs_once(sqlite_settings: Settings,
                 action="start", state="pending", created_at=time.time(),
             ).returning(trigger_log.c.id)).scalar_one())
 
-    def target(trigger_id: int) -> NodeTarget:
-        return NodeTarget(experiment="exp", name="once", spec=flow["once"],
-                          instance_id="once_exp", params=flow["once"].param_dict,
-                          trigger_id=trigger_id, edge="test", occurrence=str(trigger_id))
+    def target(trigger_id: int) -> RunSpec:
+        return RunSpec(experiment="exp", node=flow["once"], instance_id="once_exp",
+                       flow="d", flow_version=1, params=flow["once"].param_dict,
+                       trigger=TriggerRef(trigger_id, "test", str(trigger_id)))
 
-    runner = PythonRunner(db, settings)
+    runner = PythonRunner(Workspace(settings, db=db))
     first = new_trigger("1")
     for _ in range(3):
-        runner.start("exp", target(first))
+        runner.start(target(first))
     cancelled = new_trigger("2")
     with db.write() as conn:  # a stop came between the launch and the claim
         conn.execute(update(trigger_log).where(trigger_log.c.id == cancelled)
                      .values(state="cancelled"))
-    runner.start("exp", target(cancelled))
+    runner.start(target(cancelled))
     children = list(runner._children)
     wait_until(lambda: all(c.poll() is not None for c in children), 60, "the runners to end")
     assert [c.returncode for c in children] == [0, 0, 0, 0]
@@ -217,7 +212,7 @@ def test_a_trigger_launched_several_times_runs_once(sqlite_settings: Settings,
     runner_log = (settings.home / "logs" / "exp" / "runner.log").read_text()
     assert runner_log.count("is done: not running it") == 2
     assert runner_log.count("is cancelled: not running it") == 1
-    assert runner.state("exp", target(first)) == "finished"
+    assert runner.state(target(first)) is NodeState.FINISHED
 
 
 # ----------------------------------------------------------------------------- failures
@@ -248,7 +243,7 @@ def test_failed_node_records_exit_code_and_triggers_on_failure_edges(
 
 
 # ----------------------------------------------------------------------------- stop
-def test_stop_kills_running_nodes_cancels_pending_starts_and_keeps_finished(
+def test_stop_kills_running_runs_cancels_pending_starts_and_keeps_finished(
         sqlite_settings: Settings, out: Path) -> None:
     settings = sqlite_settings
     db = open_database(settings.database_url)
@@ -267,10 +262,10 @@ def test_stop_kills_running_nodes_cancels_pending_starts_and_keeps_finished(
     send_event(db, "more", 2)  # slow still runs: this start waits
     wait_until(lambda: pending(db, "slow"), 30, "the second start of slow to be pending")
     slow_pid = int(lines(out, "slow")[0].split()[2])
-    request_stop(db, "exp")
-    wait_until(lambda: not process_alive(f"{slow_pid}:"), 30, "slow's process to end")
-    wait_until(lambda: no_runner_left(db), 30, "slow's run to be recorded")
-    wait_until(lambda: experiment_state(db) == "stopped", 30, "the experiment to be stopped")
+    experiments.stop(Workspace(settings), "exp")  # the stop's owner stops the runs itself
+    assert not process_alive(f"{slow_pid}:")
+    assert no_runner_left(db)
+    assert experiment_state(db) == "canceled"
     send_event(db, "more", 3)  # after the stop: nothing starts
     by_node = {j.instance_id: j for j in all_jobs(db)}
     assert by_node["slow_exp"].state == "stopped"
@@ -338,6 +333,8 @@ def test_one_scheduler_per_store_and_graceful_sigterm(sqlite_settings: Settings)
     assert (settings.home / "scheduler.pid").read_text() == str(pid)
     assert stop_daemon(settings)
     assert daemon_status(settings) is None
+    with pytest.raises(ChildProcessError):  # reaped by stop_daemon: no zombie left behind
+        os.waitpid(pid, os.WNOHANG)
     assert not (settings.home / "scheduler.pid").exists()
     assert f"scheduler {pid} stopped" in (settings.home / "logs" / "scheduler.log").read_text()
     assert not stop_daemon(settings)

@@ -1,8 +1,8 @@
 """The scheduler's rules and guarantees, stepped in-process against a real store.
 
-The node actions are a recording stand-in here (the real Python runner and the daemon are
-exercised in ``test_scheduler_daemon.py``); node states are what the test says they are,
-and status events are sent by the test, duplicates and disorder included.
+The runners are a recording stand-in here (the real Python runner and the daemon are
+exercised in ``test_daemon.py``); node states are what the test says they are, and status
+events are sent by the test, duplicates and disorder included.
 """
 
 from __future__ import annotations
@@ -17,21 +17,19 @@ from sqlalchemy import insert, select, update
 
 from ultron_nb.config import Settings
 from ultron_nb.events import latest, send_event
+from ultron_nb.events.control import request_start
+from ultron_nb.events.keys import NodeState, normalize, status_key, watermark_key
 from ultron_nb.flow import Flow
 from ultron_nb.flow.build import define_node
-from ultron_nb.services.scheduler import (
-    CONTROL_STOP_EXPERIMENT,
-    NodeTarget,
-    Scheduler,
-    edge_id,
-    request_start,
-    request_stop,
-    status_key,
-    watermark_key,
-)
+from ultron_nb.runners.base import NodeReport, NodeRunner, RunSpec
+from ultron_nb.runners.registry import Runners
+from ultron_nb.scheduler import Scheduler
+from ultron_nb.scheduler.rules import edge_id
 from ultron_nb.store import Database, open_database
+from ultron_nb.store import triggers as tlog
 from ultron_nb.store.flows import save_flow
 from ultron_nb.store.schema import experiment_nodes, experiments, node_instances, trigger_log
+from ultron_nb.workspace import Workspace
 
 HOUR_MS = 3_600_000
 
@@ -60,33 +58,38 @@ def launch(db: Database, flow: Flow, name: str, *, state: str = "running",
                 experiment_id=exp_id, node_name=node.name, instance_id=instance))
 
 
-class Recorder:
-    """Node actions that record what the scheduler asks; states are set by the test."""
+class Recorder(NodeRunner):
+    """A runner that records what the scheduler asks; states are set by the test."""
 
-    claims_triggers = False
+    kind = "python"
 
     def __init__(self) -> None:
+        super().__init__(None)  # type: ignore[arg-type]
         self.calls: list[tuple[str, str, str, str]] = []  # (action, exp, node, occurrence)
-        self.targets: list[NodeTarget] = []
+        self.targets: list[RunSpec] = []
         self.states: dict[tuple[str, str], str] = {}
 
-    def start(self, experiment: str, node: NodeTarget) -> None:
-        self.calls.append(("start", experiment, node.name, node.occurrence))
-        self.targets.append(node)
+    def start(self, spec: RunSpec, *, savepoint: str | None = None) -> None:
+        occurrence = spec.trigger.occurrence if spec.trigger else ""
+        self.calls.append(("start", spec.experiment, spec.name, occurrence))
+        self.targets.append(spec)
 
-    def restart(self, experiment: str, node: NodeTarget) -> None:
-        self.calls.append(("restart", experiment, node.name, node.occurrence))
-        self.targets.append(node)
+    def stop(self, spec: RunSpec, *, savepoint: bool = False, timeout: float = 120.0
+             ) -> str | None:
+        self.calls.append(("stop", spec.experiment, spec.name, ""))
+        self.states[(spec.experiment, spec.name)] = "stopped"
+        return None
 
-    def stop(self, experiment: str, node: NodeTarget) -> None:
-        self.calls.append(("stop", experiment, node.name, ""))
-        self.states[(experiment, node.name)] = "stopped"
-
-    def state(self, experiment: str, node: NodeTarget) -> str | None:
-        return self.states.get((experiment, node.name))
+    def report(self, spec: RunSpec) -> NodeReport | None:
+        state = self.states.get((spec.experiment, spec.name))
+        return NodeReport(normalize(state) or NodeState.UNKNOWN) if state else None
 
     def started(self, node: str) -> list[str]:
         return [occ for action, _e, n, occ in self.calls if n == node and action == "start"]
+
+
+def runners_of(db: Database, home: Path, **runners: NodeRunner) -> Runners:
+    return Runners.of(Workspace(Settings(home=home), db=db), dict(runners))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -111,7 +114,9 @@ def make(workdir: Path, rec: Recorder) -> Iterator[Any]:
     made: list[Scheduler] = []
 
     def _make(db: Database, **kwargs: Any) -> Scheduler:
-        sched = Scheduler(db, Settings(home=workdir / ".ultron"), rec, poll=0.005, **kwargs)
+        home = workdir / ".ultron"
+        sched = Scheduler(db, Settings(home=home),
+                          runners_of(db, home, python=rec, flink=rec), poll=0.005, **kwargs)
         made.append(sched)
         return sched
 
@@ -267,7 +272,9 @@ def test_batch_to_stream_restart(sqlite_db: Database, rec: Recorder, make: Any) 
     rec.states[("e1", "join")] = "running"
     status(db, "e1", "warm", {"state": "finished", "attempt": 1})
     settle(sched)
-    assert ("restart", "e1", "join", "run1") in rec.calls
+    # A restart stops the running job, then starts it again.
+    assert [c for c in rec.calls if c[2] == "join"] == [("stop", "e1", "join", ""),
+                                                         ("start", "e1", "join", "run1")]
 
 
 def test_stop_after_stops_a_running_stream(sqlite_db: Database, rec: Recorder,
@@ -299,8 +306,8 @@ def test_stream_to_batch_once_per_watermark_boundary(db: Database, rec: Recorder
     settle(sched)
     expected = [f"wm{base + h * HOUR_MS}" for h in (1, 2, 3, 4)]
     assert rec.started("hourly") == expected
-    windows = [(t.payload["window_start"], t.payload["window_end"])
-               for t in rec.targets if t.name == "hourly"]
+    windows = [(t.trigger.payload["window_start"], t.trigger.payload["window_end"])
+               for t in rec.targets if t.name == "hourly" and t.trigger]
     assert windows == [(base + (h - 1) * HOUR_MS, base + h * HOUR_MS) for h in (1, 2, 3, 4)]
     # Replaying the same watermarks (a restarted poller) fires nothing new.
     send_event(db, key, base + 4 * HOUR_MS + 1, sender="flink")
@@ -335,7 +342,7 @@ def test_on_event_with_value_conditions(db: Database, rec: Recorder, make: Any) 
     assert rec.started("chg") == ["v4", "v5"]  # v2 equals v1 ("ready")
     assert rec.started("ver") == ["v3", "v4", "v5"]
     assert rec.started("js") == ["v4"]
-    payload = next(t.payload for t in rec.targets if t.name == "js")
+    payload = next(t.trigger.payload for t in rec.targets if t.name == "js" and t.trigger)
     assert payload["event"] == {"key": "model/ctr", "version": 4, "value": {"auc": 0.75}}
 
 
@@ -382,7 +389,15 @@ def test_launch_starts_only_nodes_nothing_waits_for(sqlite_db: Database, rec: Re
     assert rec.started("hourly") == ["v2"]
 
 
-def test_stop_cancels_pending_starts_and_never_kills_a_finished_node(
+def hold_back(db: Database, exp: str, *, suspend: bool) -> None:
+    """What a stop of the experiment does first (ultron_nb.experiments.lifecycle)."""
+    with db.write() as conn:
+        conn.execute(update(experiments).where(experiments.c.name == exp)
+                     .values(state="stopping"))
+        tlog.hold_back(conn, exp, suspend=suspend)
+
+
+def test_a_stop_holds_back_pending_starts_and_the_scheduler_stops_nothing_itself(
         db: Database, rec: Recorder, make: Any) -> None:
     launch(db, stream_flow(), "e1")
     sched = make(db)
@@ -394,20 +409,48 @@ def test_stop_cancels_pending_starts_and_never_kills_a_finished_node(
     settle(sched)
     pending = [r for r in trigger_rows(db, "hourly") if r.state == "pending"]
     assert len(pending) == 3  # hourly is still running: its next runs wait
-    request_stop(db, "e1")
+    hold_back(db, "e1", suspend=False)
     send_event(db, watermark_key("e1", "join"), base + 5 * HOUR_MS)  # after the stop
     status(db, "e1", "warm", {"state": "finished", "attempt": 2})
     settle(sched)
     assert rec.started("hourly") == [] and rec.started("join") == []
-    assert [r.state for r in trigger_rows(db, "hourly") if r.action == "start"] == \
-        ["cancelled"] * 3
-    stops = [n for action, _e, n, _o in rec.calls if action == "stop"]
-    assert stops == ["hourly", "enrich", "join"]  # downstream first; warm had finished
-    assert rec.states[("e1", "warm")] == "finished"
-    stop_rows = [r for r in trigger_rows(db) if r.edge == CONTROL_STOP_EXPERIMENT]
-    assert {r.state for r in stop_rows} == {"done"}
-    with db.read() as conn:
-        assert conn.execute(select(experiments.c.state)).scalar() == "stopped"
+    assert [r.state for r in trigger_rows(db, "hourly")] == ["cancelled"] * 3
+    assert [c for c in rec.calls if c[0] == "stop"] == []  # the stop's owner stops jobs
+
+
+def test_a_stop_with_savepoints_suspends_what_it_must_not_miss(
+        db: Database, rec: Recorder, make: Any) -> None:
+    """Pending windows are suspended, and windows the upstream passes while the experiment
+    is stopped are recorded suspended too: resume re-arms them, none is skipped."""
+    launch(db, stream_flow(), "e1")
+    sched = make(db)
+    rec.states[("e1", "hourly")] = "running"
+    base = 1_700_000_000_000 // HOUR_MS * HOUR_MS
+    send_event(db, watermark_key("e1", "join"), base + 1)
+    send_event(db, watermark_key("e1", "join"), base + 2 * HOUR_MS)
+    settle(sched)
+    hold_back(db, "e1", suspend=True)
+    with db.write() as conn:
+        conn.execute(update(experiments).where(experiments.c.name == "e1")
+                     .values(state="stopped"))
+    send_event(db, watermark_key("e1", "join"), base + 3 * HOUR_MS)  # drained at the stop
+    status(db, "e1", "warm", {"state": "finished", "attempt": 2})  # no start while stopped
+    settle(sched)
+    rows = trigger_rows(db, "hourly")
+    assert [(r.occurrence, r.state) for r in rows] == [
+        (f"wm{base + h * HOUR_MS}", "suspended") for h in (1, 2, 3)]
+    assert trigger_rows(db, "join") == []
+    # Resume: re-armed, each window runs once.
+    with db.write() as conn:
+        conn.execute(update(experiments).where(experiments.c.name == "e1")
+                     .values(state="running"))
+        tlog.rearm(conn, "e1")
+    request_start(db, "e1")  # as resume does
+    rec.states[("e1", "hourly")] = "finished"
+    for _ in range(6):
+        sched.step(wait=0.0)
+        rec.states[("e1", "hourly")] = "finished"
+    assert rec.started("hourly") == [f"wm{base + h * HOUR_MS}" for h in (1, 2, 3)]
 
 
 # ----------------------------------------------------------------------------- restarts
@@ -461,10 +504,15 @@ def test_inactive_experiments_get_no_triggers(sqlite_db: Database, rec: Recorder
     assert latest(db, status_key("e1", "b")) is not None
 
 
+class Failing(Recorder):
+    kind = "flink"
+
+    def start(self, spec: RunSpec, *, savepoint: str | None = None) -> None:
+        raise RuntimeError(f"cannot start {spec.name}")
+
+
 def test_a_start_that_fails_is_recorded_and_the_scheduler_goes_on(
         sqlite_db: Database, workdir: Path) -> None:
-    from ultron_nb.services.scheduler import KindRouter
-
     db = sqlite_db
     flow = Flow("k", [
         define_node("src", "k STRING, ts TIMESTAMP(3)", kind="topic", time="ts"),
@@ -473,8 +521,9 @@ def test_a_start_that_fails_is_recorded_and_the_scheduler_goes_on(
     ])
     launch(db, flow, "e1")
     rec = Recorder()
-    sched = Scheduler(db, Settings(home=workdir / ".ultron"), KindRouter({"python": rec}),
-                      poll=0.005)
+    home = workdir / ".ultron"
+    sched = Scheduler(db, Settings(home=home),
+                      runners_of(db, home, python=rec, flink=Failing()), poll=0.005)
     send_event(db, "go", 1)
     settle(sched)
     sched.close()

@@ -17,20 +17,20 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
+from tests.scheduler.test_loop import launch as record_launch
+from ultron_nb import experiments as ex
 from ultron_nb.config import Settings
 from ultron_nb.errors import SqlError
 from ultron_nb.events import send_event
+from ultron_nb.events.keys import watermark_key
 from ultron_nb.flow import Flow
 from ultron_nb.flow.build import define_node
-from ultron_nb.services import experiments as ex
+from ultron_nb.runners.duckdb_node import output_format
+from ultron_nb.scheduler import daemon_status, start_daemon, stop_daemon
 from ultron_nb.services.datagen import clicklog_nodes, gen_clicklog, parse_ts
-from ultron_nb.services.duckdb_nodes import planned_output
-from ultron_nb.services.scheduler import daemon_status, start_daemon, stop_daemon, watermark_key
-from ultron_nb.services.workspace import Workspace
 from ultron_nb.store import experiments as repo
 from ultron_nb.store.schema import experiments, jobs
-
-from .test_scheduler import launch as record_launch
+from ultron_nb.workspace import Workspace
 
 pytestmark = pytest.mark.slow
 
@@ -161,8 +161,9 @@ def test_a_boundary_triggered_duckdb_node_writes_one_file_per_window(ws: Workspa
     with ws.db.write() as conn:  # where the recorded instances really read and write
         repo.set_instance_output(conn, "impressions_exp", {
             "kind": "topic", "path": str(settings.home / "topics" / "impressions")})
-        repo.set_instance_output(conn, "hourly_exp", planned_output(
-            settings.home / "topics" / "hourly_exp", hourly))
+        repo.set_instance_output(conn, "hourly_exp", {
+            "kind": "dataset", "layout": "files", "format": output_format(hourly),
+            "path": str(settings.home / "topics" / "hourly_exp")})
     start_daemon(settings)
     base = parse_ts("2025-01-01 00:00:00")
     hour = 3_600_000
@@ -185,8 +186,7 @@ def test_a_boundary_triggered_duckdb_node_writes_one_file_per_window(ws: Workspa
 def test_a_flink_output_is_read_with_the_rows_still_being_written(tmp_path: Path) -> None:
     """Committed part files, then complete lines of in-progress ones; the hidden watermark
     column dropped; declared types applied."""
-    from ultron_nb.services.duckdb_nodes import input_frame
-    from ultron_nb.services.experiments import JOB_FILE
+    from ultron_nb.engines.outputs import JOB_FILE, read_frame
 
     folder = tmp_path / "label_join_1"
     out = folder / "p0000"
@@ -202,7 +202,7 @@ def test_a_flink_output_is_read_with_the_rows_still_being_written(tmp_path: Path
     output = {"kind": "topic", "path": str(folder), "format": "json",
               "columns": [["imp_id", "BIGINT"], ["ts", "TIMESTAMP(3)"], ["label", "INT"]],
               "watermark_column": "__wm"}
-    frame = input_frame("label_join", output, what="node 'hourly'")
+    frame = read_frame("label_join", output, what="node 'hourly'")
     assert list(frame.columns) == ["imp_id", "ts", "label"]
     assert list(frame.imp_id) == [1, 2, 3] and str(frame.ts.dtype).startswith("datetime64")
 
