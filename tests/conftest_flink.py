@@ -57,7 +57,7 @@ def remote_flink_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[A
         from pathlib import Path
         from ultron_nb.config import Settings
         from ultron_nb.engines.flink.cluster import LocalCluster
-        c = LocalCluster(Settings(home=Path({str(home)!r}), flink_port={port}), slots=2,
+        c = LocalCluster(Settings(home=Path({str(home)!r}), flink_port={port}), slots=4,
                          taskmanager_memory="1024m", jobmanager_memory="1024m")
         print(c.up())
     """)

@@ -87,7 +87,7 @@ def test_stop_with_savepoints_while_the_scheduler_runs_then_resume_loses_nothing
     Python and DuckDB nodes do not block resume, and each hourly window trains once."""
     ws, rides, out = rides_ws
     define_rides(ws, out)
-    for h in range(4):
+    for h in range(5):  # a backlog; samples are complete two hours behind the data
         rides.hour(h)
     st = ex.launch(ws, "rides", name="r1")
     assert {n.node: n.state for n in st.nodes if n.node in FLINK_NODES} == \
@@ -107,7 +107,7 @@ def test_stop_with_savepoints_while_the_scheduler_runs_then_resume_loses_nothing
         assert all(states.get(views[n].job.external_id) == "finished" for n in FLINK_NODES)
     trained_at_stop = trained_hours(out)
 
-    for h in range(4, 7):  # data keeps arriving while the experiment is stopped
+    for h in range(5, 8):  # data keeps arriving while the experiment is stopped
         rides.hour(h)
     resumed = ex.resume(ws, "r1")
     assert resumed.state == "running", resumed
@@ -139,7 +139,7 @@ def test_restart_works_for_every_node_kind_and_a_fresh_launch_shows_no_old_state
         rides_ws: tuple[Any, Rides, Path]) -> None:
     ws, rides, out = rides_ws
     define_rides(ws, out)
-    for h in range(3):
+    for h in range(4):
         rides.hour(h)
     ex.launch(ws, "rides", name="a")
     wait_until(lambda: trained_hours(out), 240, "a first training")

@@ -315,6 +315,21 @@ def test_stream_to_batch_once_per_watermark_boundary(db: Database, rec: Recorder
     assert len(rec.started("hourly")) == 4
 
 
+def test_a_first_watermark_that_says_where_the_output_starts_fires_its_first_window(
+        sqlite_db: Database, rec: Recorder, make: Any) -> None:
+    """A backlog read fast: the first watermark reported is already two hours in. Windows
+    from where the output starts fire (the first one included), once each."""
+    db = sqlite_db
+    launch(db, stream_flow(), "e1")
+    sched = make(db)
+    base = 1_700_000_000_000 // HOUR_MS * HOUR_MS
+    key = watermark_key("e1", "join")
+    send_event(db, key, {"watermark": base + 2 * HOUR_MS + 7, "since": base + 5}, sender="f")
+    send_event(db, key, base + 3 * HOUR_MS + 1, sender="f")
+    settle(sched)
+    assert rec.started("hourly") == [f"wm{base + h * HOUR_MS}" for h in (1, 2, 3)]
+
+
 # ----------------------------------------------------------------------------- events
 def event_flow() -> Flow:
     return Flow("ev", [

@@ -108,6 +108,37 @@ def read_json_lines(paths: Sequence[Path], limit: int | None = None) -> list[dic
     return rows
 
 
+def first_event_ms(output: Mapping[str, Any], *, lines: int = 64) -> int | None:
+    """Where a Flink node's output starts in event time (epoch ms): the earliest time among
+    the first ``lines`` rows each sink subtask wrote; None while nothing is written."""
+    column = output.get("time_column")
+    if layout(output) != "flink" or not column:
+        return None
+    from datetime import datetime
+
+    folder = Path(str(output["path"]))
+    firsts: dict[int, Path] = {}
+    for subtask, files in ddl.part_files(ddl.output_folder(folder)).items():
+        firsts[subtask] = files[0]
+    if not firsts:  # nothing committed yet: the oldest file still being written
+        pending = ddl.in_progress_files(ddl.output_folder(folder))
+        if pending:
+            firsts[0] = pending[0]
+    best: int | None = None
+    for path in firsts.values():
+        for row in read_json_lines([path])[:lines]:
+            value = row.get(column)
+            if not value:
+                continue
+            try:
+                when = datetime.fromisoformat(str(value).replace("Z", "").replace("T", " "))
+            except ValueError:
+                continue
+            ms = int((when - datetime(1970, 1, 1)).total_seconds() * 1000)
+            best = ms if best is None else min(best, ms)
+    return best
+
+
 # ---------------------------------------------------------------- one table of files
 def table_files(name: str, output: Mapping[str, Any] | None, *, what: str) -> TableFiles:
     """Flow table ``name`` (a node's recorded ``output``) as the files to read, in order."""

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ultron_nb.engines.flink import ddl
 from ultron_nb.engines.flink.jobconfig import job_name, parallelism
 from ultron_nb.engines.flink.rest import FlinkRest
+from ultron_nb.engines.outputs import first_event_ms
 from ultron_nb.errors import ClusterError, NotFoundError, UltronError
 from ultron_nb.events import latest, send_event
 from ultron_nb.events.keys import (
@@ -78,6 +79,16 @@ def clear_output(folder: Path, keep: Path | None = None) -> None:
         for child in replays.iterdir():
             if keep is None or child.resolve() != keep.resolve():
                 shutil.rmtree(child, ignore_errors=True)
+
+
+def parse_ms(value: Any) -> int | None:
+    """The epoch ms of a watermark event value (a number, or ``{"watermark": ms, ...}``)."""
+    if isinstance(value, dict):
+        value = value.get("watermark")
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def window_params(payload: dict[str, Any]) -> dict[str, str]:
@@ -197,6 +208,10 @@ class FlinkRunner(NodeRunner):
         """Start the instance unless its job runs (or an interrupted start is adopted);
         from ``savepoint`` when given, else afresh (compiled again, output recomputed)."""
         job = self._settled_job(spec.instance_id)
+        if job is not None and job.state == NodeState.SUBMITTING and not job.external_id:
+            # A start of this instance was interrupted (this is its trigger, driven again):
+            # the job Flink may have accepted is found by its name, not submitted twice.
+            job = self.adopt_interrupted(spec.instance_id)
         if job is not None and job.external_id and normalize(job.state) in ACTIVE:
             report = self.refresh(spec.instance_id)
             if report is not None and report.state in ACTIVE:
@@ -374,7 +389,14 @@ class FlinkRunner(NodeRunner):
         if watermark_ms is not None:
             wkey = watermark_key(owner, inst.node_name)
             last = latest(db, wkey)
-            if last is None or last.value != watermark_ms:
+            if last is None:
+                # The first watermark says where the output starts in event time, so that
+                # boundary edges fire for every window of the data, the first one included.
+                since = first_event_ms(inst.output)
+                if since is not None:
+                    send_event(db, wkey, {"watermark": int(watermark_ms), "since": since},
+                               sender=SENDER_FLINK)
+            elif parse_ms(last.value) != watermark_ms:
                 send_event(db, wkey, int(watermark_ms), sender=SENDER_FLINK)
 
     def maintain(self) -> None:

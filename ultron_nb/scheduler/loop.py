@@ -278,8 +278,11 @@ class Scheduler:
 
     def _carry_out(self, row: tlog.TriggerRow, exp: rules.ExperimentModel) -> bool:
         """Carry out one trigger; False when it must wait (its node is busy)."""
-        trigger = TriggerRef(row.id, row.edge, row.occurrence, rules.payload(
-            exp.flow, row.node_name, row.edge, row.occurrence, self._event_value))
+        payload = rules.payload(exp.flow, row.node_name, row.edge, row.occurrence,
+                                self._event_value)
+        if not payload and row.edge.startswith("control:"):
+            payload = self._last_window(exp, row.node_name)
+        trigger = TriggerRef(row.id, row.edge, row.occurrence, payload)
         spec = self._spec(exp, row.node_name, trigger)
         runner = self.runners.get(spec.kind)
         name = spec.label
@@ -323,6 +326,14 @@ class Scheduler:
             raise
         self._finish(row.id, tlog.DONE)
         return True
+
+    def _last_window(self, exp: rules.ExperimentModel, node: str) -> dict[str, Any]:
+        """A node restarted by hand re-runs its latest event-time window (if it has one)."""
+        with self.db.read() as conn:
+            last = tlog.last_window(conn, exp.name, node)
+        if last is None:
+            return {}
+        return rules.payload(exp.flow, node, last.edge, last.occurrence, self._event_value)
 
     def _claim(self, trigger_id: int, experiment: str, *, require_active: bool = True
                ) -> bool:

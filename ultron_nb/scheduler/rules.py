@@ -6,8 +6,10 @@ Each control edge of a node is its own rule; several edges fire independently:
   if the edge says ``on_failure`` — once per run of A.
 - ``after A`` with A stream and no boundary (stream→stream): when a run of A is running.
 - ``after A --boundary 1h`` (stream→batch): once for every boundary A's watermark passes
-  (every completed event-time hour); the first watermark seen is the baseline; a jump over
-  several boundaries fires once for each; the trigger carries the window (start, end).
+  (every completed event-time hour), from where A's output starts in event time (the first
+  watermark event says it, ``{"watermark": ms, "since": ms}``; without it, the first
+  watermark seen is the baseline); a jump over several boundaries fires once for each; the
+  trigger carries the window (start, end).
 - ``stop_after A``: when a run of A ends.
 - ``every SCHEDULE``: interval (``5m``) or cron expression (croniter, local time); missed
   ticks while the scheduler was down coalesce into one.
@@ -271,6 +273,15 @@ def on_status(event: Event, state: dict[str, Any], model: Model) -> list[Planned
     return planned
 
 
+def _since(value: Any) -> int | None:
+    if isinstance(value, dict) and value.get("since") is not None:
+        try:
+            return int(value["since"])
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
 def on_watermark(event: Event, state: dict[str, Any], model: Model) -> list[Planned]:
     ms = parse_watermark(event.value)
     if ms is None:
@@ -281,7 +292,10 @@ def on_watermark(event: Event, state: dict[str, Any], model: Model) -> list[Plan
         return []  # not an advance (duplicate or out of order)
     marks[event.key] = ms
     if previous is None:
-        return []  # the baseline
+        since = _since(event.value)
+        if since is None:
+            return []  # the baseline
+        previous = since - 1  # the output starts here: its first window counts
     planned = []
     for exp_name, edge in model.by_watermark.get(event.key, ()):
         exp = model.experiments.get(exp_name)

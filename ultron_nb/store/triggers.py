@@ -97,6 +97,17 @@ def pending(conn: Connection) -> list[TriggerRow]:
         select(trigger_log).where(trigger_log.c.state == PENDING).order_by(trigger_log.c.id))]
 
 
+def last_window(conn: Connection, experiment: str, node: str) -> TriggerRow | None:
+    """The latest boundary trigger (occurrence ``wm<ms>``) of a node that ran."""
+    row = conn.execute(
+        select(trigger_log).where(trigger_log.c.experiment == experiment,
+                                  trigger_log.c.node_name == node,
+                                  trigger_log.c.occurrence.like("wm%"),
+                                  trigger_log.c.state == DONE)
+        .order_by(trigger_log.c.id.desc()).limit(1)).first()
+    return _row(row) if row else None
+
+
 def of_experiment(conn: Connection, experiment: str, states: set[str] | None = None
                   ) -> list[TriggerRow]:
     query = select(trigger_log).where(trigger_log.c.experiment == experiment)

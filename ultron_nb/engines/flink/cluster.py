@@ -61,7 +61,10 @@ def free_port(host: str = LOOPBACK) -> int:
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
+    """Can a server bind ``port`` now? Probed as Flink binds (``SO_REUSEADDR``), so the
+    connections a stopped cluster left in TIME_WAIT do not count as taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
