@@ -93,6 +93,9 @@ def _emit(value: Any) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from ultron_nb.logs import quiet_third_party
+
+    quiet_third_party()
     argv = list(sys.argv[1:] if argv is None else argv)
     for i, word in enumerate(argv):
         if not word.startswith("-"):

@@ -34,7 +34,7 @@ class Settings:
     db_url: str = ""
     flink_url: str = ""
     flink_port: int = 8081
-    flink_slots: int = 4
+    flink_slots: int = 12
     flink_headers: dict[str, str] = field(default_factory=dict)
     flink_verify: bool | str = True
 

@@ -67,13 +67,34 @@ def define_node(
         raise FlowError(f"node {name!r}: unknown --action {action!r} (start, restart, stop)") \
             from None
     opts = {str(k): str(v) for k, v in (options or {}).items()}
-    if partitions is not None:
-        opts["partitions"] = str(partitions)
-    if path is not None:
-        opts["path"] = path
-    if fmt is not None:
-        opts["format"] = fmt
+    for key_, value in (("partitions", partitions), ("path", path), ("format", fmt)):
+        if value is not None:
+            opts[key_] = str(value)
+    fields: dict[str, Any] = {
+        "name": name,
+        "body": body.strip("\n"),
+        "inputs": tuple(dict.fromkeys(inputs)),
+        "params": tuple(sorted((str(k), str(v)) for k, v in (params or {}).items())),
+        "options": tuple(sorted(opts.items())),
+        "time_column": time,
+        "watermark": watermark,
+        "key": key,
+        "bounded": bounded,
+        "triggers": _triggers(name, act, after=after, stop_after=stop_after,
+                              boundary=boundary, every=every, on_event=on_event, when=when,
+                              on_failure=on_failure),
+        "description": description,
+    }
+    fields.update(_kind_fields(name, kind, mode, body, fn))
+    node = Node(**fields)
+    node.check()
+    return node
 
+
+def _triggers(name: str, act: Action, *, after: Sequence[str], stop_after: Sequence[str],
+              boundary: str | None, every: str | None, on_event: str | None,
+              when: str | None, on_failure: bool) -> tuple[ControlEdge, ...]:
+    """The control edges of a node's flags."""
     triggers: list[ControlEdge] = []
     for src in after:
         triggers.append(ControlEdge(name, Trigger.AFTER, src, act, schedule=boundary,
@@ -89,29 +110,18 @@ def define_node(
                                     condition=when or None))
     elif when:
         raise FlowError(f"node {name!r}: --when needs --on-event KEY")
+    return tuple(triggers)
 
-    fields: dict[str, Any] = {
-        "name": name,
-        "body": body.strip("\n"),
-        "inputs": tuple(dict.fromkeys(inputs)),
-        "params": tuple(sorted((str(k), str(v)) for k, v in (params or {}).items())),
-        "options": tuple(sorted(opts.items())),
-        "time_column": time,
-        "watermark": watermark,
-        "key": key,
-        "bounded": bounded,
-        "triggers": tuple(triggers),
-        "description": description,
-    }
+
+def _kind_fields(name: str, kind: str, mode: str | None, body: str, fn: str | None
+                 ) -> dict[str, Any]:
+    """The fields that depend on the node's kind (and the checks of its kind's flags)."""
+    fields: dict[str, Any] = {}
     if kind in ("topic", "kafka", "dataset", "feature_table"):
         if mode:
             raise FlowError(f"node {name!r}: --mode does not apply to a {kind} resource")
-        fields.update(
-            kind=Kind.RESOURCE,
-            resource_type=ResourceType(kind),
-            columns=parse_columns(body, node=name),
-            body="",
-        )
+        fields.update(kind=Kind.RESOURCE, resource_type=ResourceType(kind),
+                      columns=parse_columns(body, node=name), body="")
     elif kind == "flink":
         try:
             fields.update(kind=Kind.FLINK, mode=Mode(mode or "stream"))
@@ -131,6 +141,4 @@ def define_node(
             fields["function"] = fn
     if fn is not None and kind != "python":
         raise FlowError(f"node {name!r}: --fn applies to python nodes only")
-    node = Node(**fields)
-    node.check()
-    return node
+    return fields
