@@ -27,6 +27,7 @@ from ultron_nb.errors import (
     UltronError,
 )
 from ultron_nb.flow.build import parse_pairs
+from ultron_nb.flow.render import STATUS_COLORS
 from ultron_nb.services import clone as _clone
 from ultron_nb.services import experiments as _experiments
 from ultron_nb.services.live import decorations as _decorations
@@ -81,7 +82,8 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
 def info(ws: Workspace) -> dict[str, Any]:
     """What the panel shows in its header: version, store, default Flink cluster."""
     return {"version": __version__, "home": str(ws.home), "store": ws.db.safe_url,
-            "flink": ws.settings.target_url, "model_center": False}
+            "flink": ws.settings.target_url, "model_center": False,
+            "state_colors": dict(STATUS_COLORS)}
 
 
 def flows(ws: Workspace) -> list[Any]:
