@@ -72,6 +72,11 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where the prebuilt side panel is (for ``jupyter labextension develop``)."""
+    return [{"src": "labextension", "dest": "ultron_nb"}]
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext ultron_nb``: register the ``%ultron`` magic."""
     from ultron_nb.notebook.magics import UltronMagic, load_verbs
