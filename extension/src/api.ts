@@ -85,6 +85,8 @@ export interface IExperimentStatus {
   nodes: INodeStatus[];
   jobs: IJob[];
   flink_web: string | null;
+  /** When the server asked Flink for this status (epoch seconds). */
+  as_of?: number;
 }
 
 export interface IEvent {

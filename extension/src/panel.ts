@@ -216,7 +216,8 @@ export class UltronPanel extends Widget {
     const h = el('h3', { 'data-role': 'detail', 'data-experiment': st.name });
     h.append(document.createTextNode(`${st.name} `), this.badge(st.state));
     box.push(h);
-    box.push(el('div', { class: 'ultron-muted' }, `${st.flow} v${st.version} · label ${st.label} · on ${st.target}`));
+    const asked = st.as_of ? ` · asked ${new Date(st.as_of * 1000).toLocaleTimeString()}` : '';
+    box.push(el('div', { class: 'ultron-muted' }, `${st.flow} v${st.version} · label ${st.label} · on ${st.target}${asked}`));
     if (st.message) {
       box.push(el('div', { class: 'ultron-message', 'data-role': 'message' }, st.message));
     }

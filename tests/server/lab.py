@@ -77,7 +77,7 @@ class JupyterProcess:
         for d in dirs.values():
             d.mkdir(parents=True, exist_ok=True)
         link = dirs["path"] / "labextensions" / "ultron_nb"
-        if not link.exists():
+        if self.app == "lab" and not link.exists():
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(ensure_labextension(), target_is_directory=True)
         (dirs["config"] / "jupyter_server_config.json").write_text(json.dumps({

@@ -15,15 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def _jupyter_server_extension_points() -> list[dict[str, str]]:
-    return [{"module": "ultron_nb.server"}]
+def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+    from ultron_nb.server.app import UltronServer
 
-
-def _load_jupyter_server_extension(serverapp: Any) -> None:
-    from ultron_nb.server.app import setup
-
-    setup(serverapp)
-
-
-# The old name some Jupyter versions look up.
-load_jupyter_server_extension = _load_jupyter_server_extension
+    return [{"module": "ultron_nb.server", "app": UltronServer}]

@@ -7,6 +7,7 @@ on the event loop) and raise :class:`ultron_nb.errors.UltronError` for a user's 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from ultron_nb import __version__
 from ultron_nb import events as _events
 from ultron_nb.config import load_settings
+from ultron_nb.engines.graphviz import dot_to_svg
 from ultron_nb.errors import (
     ClusterError,
     ConfigError,
@@ -30,7 +32,7 @@ from ultron_nb.flow.build import parse_pairs
 from ultron_nb.flow.render import STATUS_COLORS
 from ultron_nb.services import clone as _clone
 from ultron_nb.services import experiments as _experiments
-from ultron_nb.services.live import decorations as _decorations
+from ultron_nb.services.live import status_decorations as _decorations
 from ultron_nb.services.workspace import Workspace
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "flow",
     "flows",
     "info",
+    "latest_experiment",
     "model_versions",
     "models",
     "open_workspace",
@@ -118,11 +121,23 @@ def experiment(ws: Workspace, name: str) -> Any:
     return _experiments.status(ws, name, publish=False)
 
 
-def dag_svg(ws: Workspace, flow_name: str, experiment: str | None) -> str:
-    """The flow's DAG as SVG, coloured by the live status of ``experiment`` (default: the
-    flow's latest), with each stream node's watermark."""
+def latest_experiment(ws: Workspace, flow_name: str) -> str | None:
+    """The newest experiment of ``flow_name`` (None when it never ran)."""
+    rows = _experiments.list_experiments(ws, flow_name)
+    return rows[0].name if rows else None
+
+
+def dag_svg(ws: Workspace, flow_name: str, status: Any | None) -> str:
+    """The flow's latest version as SVG, coloured by an experiment's ``status`` (asked
+    already), with each stream node's watermark; plain when ``status`` is None."""
     f = ws.flow(flow_name)
-    return ws.render(f, "svg", **_decorations(ws, f, experiment))
+    return _svg(ws.render(f, "dot", **(_decorations(f, status) if status else {})))
+
+
+@functools.lru_cache(maxsize=64)
+def _svg(dot: str) -> str:
+    """Graphviz's SVG of ``dot`` (the same states and watermarks render once)."""
+    return dot_to_svg(dot)
 
 
 def diff(ws: Workspace, a: str, b: str) -> Any:

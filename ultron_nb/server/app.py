@@ -1,7 +1,8 @@
-"""Settings and shared state of the server extension, and its registration.
+"""The server extension's app (settings, routes, clean-up) and the state its handlers share.
 
-:class:`UltronServer` holds the settings (traitlets, so ``--UltronServer.flink_timeout=5`` and
-``c.UltronServer.home = "..."`` in a Jupyter config file work). :class:`PanelState` is what
+:class:`UltronServer` is a Jupyter ``ExtensionApp``: its settings are traitlets, so
+``--UltronServer.flink_timeout=5`` and ``c.UltronServer.home = "..."`` in a Jupyter config
+file work, and the server stops it on shutdown. :class:`PanelState` is what
 every handler shares: the workspace, opened on first use, and two thread pools — one for calls
 that only read the metadata store, one for calls that talk to Flink — so a Flink cluster that
 hangs never delays the listings, and nothing blocks the server's event loop.
@@ -11,13 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.utils import url_path_join
 from traitlets import Float, Int, Unicode
-from traitlets.config import Configurable
+
+from ultron_nb.server.live import LiveStatus
 
 T = TypeVar("T")
 
@@ -25,8 +29,11 @@ API_PREFIX = "ultron/api"
 STATE_KEY = "ultron_panel"
 
 
-class UltronServer(Configurable):
-    """Settings of ultron's Jupyter server extension."""
+class UltronServer(ExtensionApp):
+    """ultron's Jupyter server extension: the side panel's API under ``<base_url>ultron/api/``."""
+
+    name = "ultron_nb"
+    load_other_extensions = True
 
     home = Unicode("", config=True,
                    help="ultron's home (metadata store and topics); default: the usual "
@@ -39,8 +46,36 @@ class UltronServer(Configurable):
     action_timeout = Float(180.0, config=True,
                            help="seconds an action (stop, resume, restart, clone) may take "
                                 "before the request answers 504 (the action goes on)")
+    live_interval = Float(1.0, config=True,
+                          help="seconds between background status refreshes of an experiment "
+                               "a panel has open")
+    live_max_age = Float(5.0, config=True,
+                         help="oldest status (seconds) a request answers without waiting for "
+                              "a fresh one")
+    live_idle = Float(30.0, config=True,
+                      help="seconds after the last request before an experiment is no longer "
+                           "refreshed")
     store_threads = Int(4, config=True, help="worker threads for store-only requests")
     flink_threads = Int(8, config=True, help="worker threads for requests that ask Flink")
+
+    state: PanelState | None = None
+
+    def initialize_settings(self) -> None:
+        assert self.serverapp is not None
+        self.state = PanelState(self, str(self.serverapp.root_dir))
+        self.settings[STATE_KEY] = self.state
+        self.log.info("ultron_nb: side panel API at %s",
+                      url_path_join(self.serverapp.base_url, API_PREFIX, ""))
+
+    def initialize_handlers(self) -> None:
+        from ultron_nb.server.handlers import ROUTES
+
+        self.handlers.extend((url_path_join(API_PREFIX, path), handler)
+                             for path, handler in ROUTES)
+
+    async def stop_extension(self) -> None:
+        if self.state is not None:
+            self.state.close()
 
 
 class Timeout(Exception):
@@ -64,6 +99,34 @@ class PanelState:
         self._ws: Any = None
         self._lock = threading.Lock()
         self._acting: set[str] = set()
+        self._dags: dict[str, tuple[str, float]] = {}
+        self.live = LiveStatus(self._status, interval=config.live_interval,
+                               max_age=config.live_max_age, idle=config.live_idle)
+
+    async def _status(self, name: str) -> Any:
+        from ultron_nb.server import api
+
+        def work() -> Any:
+            ws = self.workspace()
+            st = api.experiment(ws, name)
+            dag = self._dags.get(name)
+            if dag and time.monotonic() - dag[1] <= self.config.live_idle:
+                api.dag_svg(ws, dag[0], st)  # rendered before the status is published
+            return st
+
+        # No timeout here: a waiting request has its own; the refresh runs to its end.
+        return await asyncio.get_running_loop().run_in_executor(self.flink_pool, work)
+
+    def watch_dag(self, experiment: str, flow: str) -> None:
+        """A panel shows ``flow``'s DAG for ``experiment``: render it with each refresh."""
+        self._dags[experiment] = (flow, time.monotonic())
+
+    async def status(self, name: str) -> tuple[Any, float]:
+        """The live status of experiment ``name`` and when it was asked (epoch seconds)."""
+        try:
+            return await self.live.get(name, self.config.flink_timeout)
+        except TimeoutError:
+            raise Timeout(f"no answer within {self.config.flink_timeout:g} s") from None
 
     def workspace(self) -> Any:
         """The workspace, with its store open (called in a worker thread)."""
@@ -101,21 +164,11 @@ class PanelState:
                                   **kwargs)
         finally:
             self._acting.discard(experiment)
+            self.live.forget(experiment)  # the next request asks Flink afresh
 
     def close(self) -> None:
+        self.live.stop()
         self.store_pool.shutdown(wait=False, cancel_futures=True)
         self.flink_pool.shutdown(wait=False, cancel_futures=True)
 
 
-def setup(serverapp: Any) -> None:
-    """Register the routes under ``<base_url>ultron/api/``."""
-    from ultron_nb.server.handlers import ROUTES
-
-    web_app = serverapp.web_app
-    config = UltronServer(parent=serverapp)
-    state = PanelState(config, str(serverapp.root_dir))
-    web_app.settings[STATE_KEY] = state
-    base = url_path_join(web_app.settings["base_url"], API_PREFIX)
-    web_app.add_handlers(".*$", [(url_path_join(base, path), handler)
-                                 for path, handler in ROUTES])
-    serverapp.log.info("ultron_nb: side panel API at %s/", base)

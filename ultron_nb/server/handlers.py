@@ -68,12 +68,11 @@ class UltronHandler(APIHandler):
         except api.UltronError as exc:
             raise self._domain(exc) from None
 
-    async def ask_flink(self, experiment: str | None, fn: Callable[..., Any],
-                        *args: Any) -> Any:
-        """A call that asks the experiment's Flink cluster (one experiment's status, DAG)."""
+    async def live_status(self, experiment: str) -> tuple[Any, float]:
+        """An experiment's live status (asked from its Flink cluster, kept fresh by the
+        server while panels look at it) and when it was asked."""
         try:
-            return await self.panel.run(fn, *args, flink=True,
-                                        timeout=self.panel.config.flink_timeout)
+            return await self.panel.status(experiment)
         except Timeout as exc:
             raise await self._no_answer(experiment, exc) from None
         except api.UltronError as exc:
@@ -189,8 +188,13 @@ class FlowHandler(UltronHandler):
 class DagHandler(UltronHandler):
     @web.authenticated
     async def get(self, name: str) -> None:
-        experiment = self.get_query_argument("experiment", None) or None
-        svg = await self.ask_flink(experiment, api.dag_svg, name, experiment)
+        experiment = (self.get_query_argument("experiment", None)
+                      or await self.read(api.latest_experiment, name))
+        st = None
+        if experiment:
+            self.panel.watch_dag(experiment, name)
+            st = (await self.live_status(experiment))[0]
+        svg = await self.read(api.dag_svg, name, st)
         self.finish(svg, set_content_type="image/svg+xml")
 
 
@@ -204,7 +208,8 @@ class ExperimentsHandler(UltronHandler):
 class ExperimentHandler(UltronHandler):
     @web.authenticated
     async def get(self, name: str) -> None:
-        self.reply(js.experiment_status(await self.ask_flink(name, api.experiment, name)))
+        st, as_of = await self.live_status(name)
+        self.reply({**js.experiment_status(st), "as_of": as_of})
 
 
 class DiffHandler(UltronHandler):
