@@ -10,7 +10,6 @@ wheel's content and what its installation enables, in a prefix of its own.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
