@@ -267,7 +267,7 @@ export class UltronPanel extends Widget {
     box.append(el('div', { class: 'ultron-subtitle' }, 'Flink jobs'));
     for (const j of st.jobs) {
       const row = el('div', { 'data-job': j.job_id, 'data-node': j.node });
-      const a = el('a', { href: j.web_url ?? '#', target: '_blank', rel: 'noopener', title: j.job_id },
+      const a = el('a', { href: safeHref(j.web_url), target: '_blank', rel: 'noopener', title: j.job_id },
         j.job_id.slice(0, 12) + '…');
       row.append(el('span', {}, `${j.node}: `), a, el('span', { class: 'ultron-muted' },
         ` ${j.state}` + (j.shared_from ? ` · shared from ${j.shared_from}` : '')));
@@ -277,7 +277,7 @@ export class UltronPanel extends Widget {
       box.append(el('div', { class: 'ultron-muted' }, 'no Flink jobs'));
     }
     if (st.flink_web) {
-      box.append(el('a', { href: st.flink_web, target: '_blank', rel: 'noopener' }, 'Flink web UI'));
+      box.append(el('a', { href: safeHref(st.flink_web), target: '_blank', rel: 'noopener' }, 'Flink web UI'));
     }
     return box;
   }
@@ -414,6 +414,11 @@ function section(title: string, body: HTMLElement): HTMLElement {
   const box = el('div', { class: 'ultron-section' });
   box.append(el('div', { class: 'ultron-subtitle' }, title), body);
   return box;
+}
+
+/** Only web links open from the panel (never `javascript:` or `data:`). */
+function safeHref(url: string | null): string {
+  return url && /^https?:\/\//i.test(url) ? url : '#';
 }
 
 function nodeTitle(n: INodeStatus): string {
