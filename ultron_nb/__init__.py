@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ultron_nb.version import __version__ as __version__
 
 _EXPORTS = {
     "Workspace": "ultron_nb.workspace",
@@ -104,6 +104,11 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where the prebuilt side panel is (for ``jupyter labextension develop``)."""
+    return [{"src": "labextension", "dest": "ultron_nb"}]
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ultron_nb.errors import UltronError
 
 if TYPE_CHECKING:
+    from ultron_nb.experiments import ExperimentStatus
     from ultron_nb.flow import Flow
     from ultron_nb.workspace import Workspace
 
@@ -33,9 +34,14 @@ def decorations(ws: Workspace, flow: Flow, experiment: str | None = None) -> dic
     except UltronError as exc:  # cluster gone: show what the store knows
         log.info("live status of %s unavailable: %s", experiment, exc)
         return {"title": f"{flow.name} — experiment {experiment} (status unavailable)"}
+    return status_decorations(flow, st)
+
+
+def status_decorations(flow: Flow, st: ExperimentStatus) -> dict[str, Any]:
+    """The decorations of ``flow`` from a status already asked (no call to Flink)."""
     return {
         "status": st.node_states(),
         "watermarks": st.watermark_texts(),
         "shared": st.shared_nodes(),
-        "title": f"{flow.name} — experiment {experiment}: {st.state}",
+        "title": f"{flow.name} — experiment {st.name}: {st.state}",
     }
