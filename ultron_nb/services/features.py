@@ -1,15 +1,24 @@
 """Versioned features and point-in-time lookups.
 
 A feature table holds *versions*: rows keyed by entity with a version time (the event time the
-values became valid). Sample generation looks features up *as of* each sample's event time, so a
-sample never sees a version later than its event time ("feature crossing")::
+values became valid) and an ingest time (when they were learnt). Sample generation looks features
+up *as of* each sample's event time, so a sample never sees a version later than its event time
+("feature crossing"); in known-time mode it also never sees a version learnt after its known-at
+time (a late backfill)::
 
     from ultron_nb.services.features import open_feature_store
 
     with open_feature_store() as store:          # .ultron/features, DuckDB + Parquet
-        store.write("user_stats", stats_df, "user_id", "window_end")
+        store.write("user_stats", stats_df, "user_id", "window_end", ingest_time="created")
         store.preload("user_stats")              # background load, as the seed describes
-        joined = store.as_of("user_stats", samples_df, "user_id", "ts")
+        joined = store.as_of(["user_stats", "item_stats:ctr"], samples_df, time="ts",
+                             key={"user_stats": "user_id", "item_stats": "item_id"},
+                             ttl={"user_stats": "7d"}, known_at="ts")
+
+Duplicate versions are resolved at write time (the latest ingest wins), restatements are kept
+as new versions of what was known, and the result has one row per sample in input order; see
+:mod:`ultron_nb.engines.duckdb.features` for the rules and :mod:`ultron_nb.engines.duckdb.times`
+for the one time-zone rule.
 
 :class:`FeatureStore` is the small interface other stores (HBase, Redis ...) can implement; the
 embedded default is :class:`~ultron_nb.engines.duckdb.features.DuckDBFeatureStore`.
@@ -34,15 +43,21 @@ __all__ = ["FeatureStore", "open_feature_store"]
 class FeatureStore(Protocol):
     """What sample generation needs from a versioned feature store."""
 
-    def write(self, table: str, data: Any, key: str | Sequence[str], version_time: str) -> int:
-        """Append versions (rows keyed by ``key`` with their ``version_time``); return rows."""
+    def write(self, table: str, data: Any, key: str | Sequence[str], version_time: str, *,
+              ingest_time: str | None = None, unit: str | None = None,
+              null_keys: str = "fail") -> Any:
+        """Store versions (rows keyed by ``key`` with their ``version_time`` and, optionally,
+        ``ingest_time``); return what was stored."""
         ...
 
-    def as_of(self, table: str, samples: Any, key: str | Sequence[str], time: str) -> Any:
-        """Each sample joined to the latest version with ``version_time <= samples[time]``."""
+    def as_of(self, tables: str | Sequence[str], samples: Any, key: Any = None,
+              time: str = "ts", *, known_at: Any = None, ttl: Any = None,
+              unit: str | None = None, output: str = "pandas") -> Any:
+        """One row per sample, in input order, joined to each table's latest version with
+        ``version_time <= samples[time]`` (and, with ``known_at``, ingested by then)."""
         ...
 
-    def versions(self, table: str, key: Any = None) -> Any:
+    def versions(self, table: str, key: Any = None, *, history: bool = False) -> Any:
         """The versions of one entity (or of every entity), oldest first."""
         ...
 
