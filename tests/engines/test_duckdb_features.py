@@ -30,7 +30,7 @@ def frame(users: list[str], x: list[float], vt: pd.Timestamp = T, **extra) -> pd
     return pd.DataFrame({"user": users, "vt": [vt] * len(users), "x": x, **extra})
 
 
-def test_layout_one_sorted_file_per_write_and_what_it_superseded(store) -> None:
+def test_layout_one_file_per_write_and_what_it_superseded(store) -> None:
     store.write("f", frame(["b", "a", "a"], [1.0, 2.0, 3.0]), "user", "vt")
     store.write("f", frame(["a"], [4.0]), "user", "vt")
     folder = store.root / "f"

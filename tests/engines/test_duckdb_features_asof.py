@@ -257,8 +257,10 @@ def test_one_time_rule_for_aware_naive_string_and_epoch_inputs(store) -> None:
     results = {}
     for name, ts in forms.items():
         samples = pd.DataFrame({"user": ["a"] * 3, "ts": ts, "label": range(3)})
+        before = samples.copy()
         unit = {"epoch_ms": "ms", "epoch_s": "s"}.get(name)
         got = store.as_of("f", samples, time="ts", unit=unit)
+        pd.testing.assert_frame_equal(samples, before)  # the caller's frame is not changed
         assert str(got["ts"].dtype) == str(got["f__version_time"].dtype) == \
             "datetime64[us, UTC]", name
         assert (got["f__version_time"].dropna() <= got["ts"][got["x"].notna()]).all()

@@ -355,7 +355,7 @@ def check_consistency(replayed: Any, live: Any, *, key: str | Sequence[str], tim
             else:
                 lo, hi = max(r_min, l_min), min(r_max, l_max)
         else:
-            from ultron_nb.engines.duckdb.sources import to_utc_naive
+            from ultron_nb.engines.duckdb.times import to_utc_naive
 
             lo, hi = to_utc_naive(window[0], "window start"), to_utc_naive(window[1],
                                                                            "window end")

@@ -3,7 +3,7 @@
 ::
 
     ROOT/<table>/_table.json            layout version, key columns, version-time column, columns
-    ROOT/<table>/w-00000001.parquet     the rows of write 1, sorted by key, version time, ingest
+    ROOT/<table>/w-00000001.parquet     the rows of write 1 (input order, repeats removed)
     ROOT/<table>/s-00000001.parquet     the rows write 1 superseded: (write, row) pairs
     ROOT/<table>/.lock                  held (flock) while a write runs
 

@@ -241,15 +241,10 @@ def assemble(s: Samples, time: str, known_col: str | None, columns: list[tuple[s
     replaced = {time: utc_arrow(s.times)}
     if known_col and s.known is not None:
         replaced[known_col] = utc_arrow(s.known)
-    if output == "pandas" and s.frame is not None:
-        import pandas as pd
-
+    if output == "pandas" and s.frame is not None:  # the user's frame, columns added
         out = s.frame.copy(deep=False)
-        for name, arr in replaced.items():
-            out[name] = pd.Series(arr.to_pandas(), index=out.index)
-        feats = pa.table(dict(columns)).to_pandas()
-        feats.index = out.index
-        out = pd.concat([out, feats], axis=1, copy=False)
+        for name, arr in [*replaced.items(), *columns]:
+            out[name] = arr.to_pandas().array
         out.attrs["ultron"] = meta
         return out
     table = s.table if s.table is not None else pa.Table.from_pandas(s.frame,

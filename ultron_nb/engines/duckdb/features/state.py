@@ -15,6 +15,8 @@ row stays for known-time lookups). Write-time bookkeeping makes lookups cheap:
 
 from __future__ import annotations
 
+from typing import Any
+
 import duckdb
 import numpy as np
 import pyarrow as pa
@@ -50,6 +52,19 @@ def encode_keys(rows: pa.Table, keys: tuple[str, ...] | list[str]
     return combined, rows.select(list(keys)).take(pa.array(first))
 
 
+def sort_order(cur: duckdb.DuckDBPyConnection, groups: np.ndarray, vt: np.ndarray,
+               ingest: np.ndarray) -> np.ndarray:
+    """The permutation sorting rows by key, version time, ingest time (input order on ties):
+    an integer sort on DuckDB's threads."""
+    cur.register("__ultron_o", pa.table({"g": groups, "v": vt, "i": ingest,
+                                         "p": np.arange(len(vt), dtype=np.int64)}))
+    try:
+        got = cur.sql("SELECT p FROM __ultron_o ORDER BY g, v, i, p").fetchnumpy()["p"]
+    finally:
+        cur.unregister("__ultron_o")
+    return np.asarray(got, dtype=np.int64)
+
+
 class TableState:
     """The loaded versions of one table (append-only; see the module docstring)."""
 
@@ -59,7 +74,7 @@ class TableState:
         self._history: pa.Table | None = None  # the rows of the writes merged so far
         self._pending: list[pa.Table] = []  # rows of later writes, merged on first read
         self._sizes: list[int] = []
-        self._codes: list[np.ndarray] = []
+        self._runs: list[pa.Table] = []  # per write: its lookup index, sorted by key and time
         self._offsets: dict[int, int] = {}
         self._dead = np.zeros(0, dtype=bool)
         self.keys: pa.Table | None = None  # key columns + CODE
@@ -88,10 +103,12 @@ class TableState:
             sup_path = folder.superseded_file(seq)
             pairs = pq.read_table(sup_path) if sup_path.is_file() else None
             codes = self.assign_codes(cur, *encode_keys(rows, self.meta.key))
+            order = sort_order(cur, codes, _ints(rows.column(self.meta.version_time)),
+                               _ints(rows.column(INGEST)))
             superseded = np.zeros(0, dtype=np.int64)
             if pairs is not None and pairs.num_rows:
                 superseded = self._positions(seq, rows.num_rows, pairs)
-            self.apply(seq, rows, codes, superseded)
+            self.apply(seq, rows, codes, superseded, order)
         return len(new)
 
     def _positions(self, seq: int, n: int, pairs: pa.Table) -> np.ndarray:
@@ -143,8 +160,10 @@ class TableState:
                                          ).combine_chunks()
         return group_codes[groups]
 
-    def apply(self, seq: int, rows: pa.Table, codes: np.ndarray, superseded: np.ndarray) -> None:
-        """Append write ``seq`` (its rows, their key codes) and mark ``superseded`` rows."""
+    def apply(self, seq: int, rows: pa.Table, codes: np.ndarray, superseded: np.ndarray,
+              order: np.ndarray) -> None:
+        """Append write ``seq`` (its rows, their key codes, the permutation sorting them by key
+        and times) and mark ``superseded`` rows."""
         first = self._history if self._history is not None else (
             self._pending[0] if self._pending else None)
         if first is not None and rows.schema != first.schema:
@@ -153,7 +172,13 @@ class TableState:
         self.seqs.append(seq)
         self._sizes.append(rows.num_rows)
         self._pending.append(rows)
-        self._codes.append(codes)
+        base = self._offsets[seq]
+        self._runs.append(pa.table({
+            CODE: pa.array(codes[order]),
+            "__vt": rows.column(self.meta.version_time).take(pa.array(order)),
+            "__ingest": rows.column(INGEST).take(pa.array(order)),
+            "__write": pa.array(np.full(len(order), seq, dtype=np.int32)),
+            "__i": pa.array(order + base)}))
         self._dead = np.concatenate([self._dead, np.zeros(rows.num_rows, dtype=bool)])
         if len(superseded):
             self._dead[superseded] = True
@@ -171,20 +196,13 @@ class TableState:
         return self._history
 
     def index(self, *, live_only: bool = True) -> pa.Table:
-        """The narrow lookup table: code, version time, ingest time, write, row position."""
+        """The narrow lookup table: code, version time, ingest time, write and row position in
+        :meth:`history`; one sorted run per write (current rows only with ``live_only``)."""
         name = "live" if live_only else "all"
         if name not in self._cache:
-            hist = self.history()
-            writes = np.repeat(np.array(self.seqs, dtype=np.int32), self._sizes)
-            table = pa.table({
-                CODE: pa.array(np.concatenate(self._codes)),
-                "__vt": hist.column(self.meta.version_time),
-                "__ingest": hist.column(INGEST),
-                "__write": pa.array(writes),
-                "__i": pa.array(np.arange(self.rows, dtype=np.int64)),
-            })
+            table = pa.concat_tables(self._runs).combine_chunks()
             if live_only:
-                table = table.filter(pa.array(~self._dead))
+                table = table.filter(pa.array(~self._dead[table.column("__i").to_numpy()]))
             self._cache[name] = table
         return self._cache[name]
 
@@ -195,3 +213,7 @@ class TableState:
         """Bytes held by the Arrow buffers (history, indexes, key dictionary)."""
         held = [*self._cache.values(), *self._pending, self._history, self.keys]
         return int(sum(t.nbytes for t in held if t is not None))
+
+
+def _ints(column: Any) -> np.ndarray:
+    return column.cast(pa.int64()).to_numpy()

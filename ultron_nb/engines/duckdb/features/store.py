@@ -179,7 +179,7 @@ class DuckDBFeatureStore:
                 pq.write_table(state.pairs(gone, seq), sup_tmp)
             with self._lock:
                 folder.publish(seq, rows_tmp, sup_tmp)
-                state.apply(seq, batch.rows, codes, gone)
+                state.apply(seq, batch.rows, codes, gone, batch.order)
         finally:
             if not writing.done():
                 writing.exception()  # wait: never leave a file being written behind

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from ultron_nb.engines.duckdb.connection import columns_of, ident, require_columns
 from ultron_nb.engines.duckdb.features.layout import INGEST, TableMeta
-from ultron_nb.engines.duckdb.features.state import CODE, TableState, encode_keys
+from ultron_nb.engines.duckdb.features.state import CODE, TableState, encode_keys, sort_order
 from ultron_nb.engines.duckdb.times import utc_sql
 from ultron_nb.errors import ConfigError, DataError
 
@@ -59,9 +59,10 @@ class WriteResult:
 
 @dataclass(frozen=True)
 class Batch:
-    """The normalised rows of one write, sorted by key (first appearance), version time and
-    ingest time. ``groups[i]``: the key of row ``i`` as an index into ``group_keys`` (one row per
-    distinct key); ``latest[i]``: row ``i`` is the latest ingest of its (key, version time)."""
+    """The normalised rows of one write, in input order. ``groups[i]``: the key of row ``i`` as
+    an index into ``group_keys`` (one row per distinct key); ``latest[i]``: row ``i`` is the
+    latest ingest of its (key, version time); ``order``: the rows sorted by key, version time,
+    ingest time."""
 
     rows: pa.Table
     meta: TableMeta
@@ -71,6 +72,7 @@ class Batch:
     groups: np.ndarray
     group_keys: pa.Table
     latest: np.ndarray
+    order: np.ndarray
 
 
 def normalize(cur: duckdb.DuckDBPyConnection, table: str, data: pa.Table,
@@ -115,29 +117,29 @@ def normalize(cur: duckdb.DuckDBPyConnection, table: str, data: pa.Table,
 
 def resolve(cur: duckdb.DuckDBPyConnection, rows: pa.Table, meta: TableMeta, rows_in: int,
             null_keys: int) -> Batch:
-    """Sort by key, version time, ingest time (input order breaks ties); of rows equal on all
-    three keep the later; mark the latest ingest of each (key, version time)."""
+    """Of rows equal on key, version time and ingest time keep the later; mark the latest ingest
+    of each (key, version time). Rows stay in input order (no copy unless some are dropped);
+    ``order`` sorts them by key, version time, ingest time."""
     groups, group_keys = encode_keys(rows, meta.key)
     vt = rows.column(meta.version_time).cast(pa.int64()).to_numpy()
     ing = rows.column(INGEST).cast(pa.int64()).to_numpy()
-    cur.register("__ultron_o", pa.table({"g": groups, "v": vt, "i": ing,
-                                         "p": np.arange(len(vt), dtype=np.int64)}))
-    try:  # an integer sort on DuckDB's threads
-        order = cur.sql("SELECT p FROM __ultron_o ORDER BY g, v, i, p").fetchnumpy()["p"]
-    finally:
-        cur.unregister("__ultron_o")
-    order = np.asarray(order, dtype=np.int64)
+    order = sort_order(cur, groups, vt, ing)
     g, v, i = groups[order], vt[order], ing[order]
     same_vt = (g[1:] == g[:-1]) & (v[1:] == v[:-1])
     same_all = same_vt & (i[1:] == i[:-1])
-    if same_all.any():
-        keep = ~np.append(same_all, False)
-        order = order[keep]
-        g, v = groups[order], vt[order]
+    if same_all.any():  # drop the earlier of equal rows (the sort keeps input order on ties)
+        dropped = np.append(same_all, False)
+        keep = np.ones(len(vt), dtype=bool)
+        keep[order[dropped]] = False
+        renumber = np.cumsum(keep) - 1
+        order = renumber[order[~dropped]]
+        rows, groups = rows.filter(pa.array(keep)), groups[keep]
+        g, v = groups[order], vt[keep][order]
         same_vt = (g[1:] == g[:-1]) & (v[1:] == v[:-1])
-    latest = np.append(~same_vt, True) if len(order) else np.zeros(0, dtype=bool)
-    return Batch(rows.take(pa.array(order)), meta, rows_in, rows.num_rows - len(order),
-                 null_keys, groups[order], group_keys, latest)
+    latest = np.zeros(len(order), dtype=bool)
+    latest[order] = np.append(~same_vt, True) if len(order) else latest
+    return Batch(rows, meta, rows_in, len(vt) - len(order), null_keys, groups, group_keys,
+                 latest, order)
 
 
 def _check_nulls(table: str, knull: np.ndarray, vt: pa.Array, ing: pa.Array,
