@@ -1,7 +1,8 @@
 """The ``ultron`` command: the same API as the magics, from a shell.
 
 Errors a user can cause print one line ``ErrorType: message`` and exit with status 2;
-``ULTRON_TRACEBACK=1`` shows the full traceback.
+``ULTRON_TRACEBACK=1`` shows the full traceback. A result that says it ``failed`` (a check that
+found problems) is printed and exits with status 1.
 """
 
 from __future__ import annotations
@@ -232,13 +233,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        _emit(args.handler(args))
+        result = args.handler(args)
+        _emit(result)
     except UltronError as exc:
         if os.environ.get("ULTRON_TRACEBACK"):
             raise
         sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
         return 2
-    return 0
+    return 1 if getattr(result, "failed", False) is True else 0
 
 
 if __name__ == "__main__":

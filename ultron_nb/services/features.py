@@ -36,7 +36,8 @@ from ultron_nb.config import Settings, load_settings
 if TYPE_CHECKING:
     from ultron_nb.engines.duckdb.features import DuckDBFeatureStore
 
-__all__ = ["FeatureStore", "open_feature_store"]
+__all__ = ["FeatureStore", "list_tables", "lookup", "open_feature_store", "versions",
+           "write_features"]
 
 
 @runtime_checkable
@@ -78,3 +79,66 @@ def open_feature_store(settings: Settings | None = None, *, root: str | Path | N
     if root is None:
         root = (settings or load_settings()).home / "features"
     return DuckDBFeatureStore(Path(root), threads=threads)
+
+
+# ---------------------------------------------------------------------- faces' helpers
+def _store(settings: Settings | None, root: str | Path | None) -> DuckDBFeatureStore:
+    return open_feature_store(settings, root=root)
+
+
+def write_features(settings: Settings | None, table: str, source: Any, *,
+                   key: str | Sequence[str], version_time: str,
+                   ingest_time: str | None = None, unit: str | None = None,
+                   null_keys: str = "fail", root: str | Path | None = None) -> Any:
+    """Write ``source`` (a path or in-memory data) into ``table``; the write's summary."""
+    with _store(settings, root) as store:
+        return store.write(table, source, key, version_time, ingest_time=ingest_time,
+                           unit=unit, null_keys=null_keys)
+
+
+def lookup(settings: Settings | None, tables: str | Sequence[str], samples: Any, *,
+           time: str, key: Any = None, known_at: Any = None, ttl: Any = None,
+           unit: str | None = None, out: str | Path | None = None,
+           root: str | Path | None = None) -> Any:
+    """``as_of`` into a DataFrame, or into the file ``out`` (Parquet, CSV or JSON lines by
+    its extension; then a one-line summary is returned)."""
+    from ultron_nb.display import Message
+    from ultron_nb.engines.duckdb.connection import connect, detect_format
+    from ultron_nb.errors import ConfigError
+
+    fmt = None if out is None else detect_format(str(out))
+    if out is not None and fmt is None:
+        raise ConfigError(f"--out {out}: use a .parquet, .csv or .jsonl name")
+    with _store(settings, root) as store:
+        result = store.as_of(tables, samples, key, time, known_at=known_at, ttl=ttl, unit=unit,
+                             output="pandas" if out is None else "arrow")
+    if out is None:
+        return result
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    con = connect()
+    try:
+        con.register("__ultron_out", result)
+        options = {"parquet": "FORMAT parquet", "csv": "FORMAT csv, HEADER true",
+                   "json": "FORMAT json"}[fmt]
+        con.execute(f"COPY __ultron_out TO ? ({options})", [str(target)])
+    finally:
+        con.close()
+    return Message(f"wrote {result.num_rows} row(s) (one per sample) to {target}")
+
+
+def list_tables(settings: Settings | None, root: str | Path | None = None) -> Any:
+    """The feature tables: key, version time, features."""
+    from ultron_nb.display import Table
+
+    with _store(settings, root) as store:
+        rows = [[m.name, ", ".join(m.key), m.version_time, ", ".join(m.features)]
+                for m in (store.meta(t) for t in store.tables())]
+    return Table(["table", "key", "version time", "features"], rows)
+
+
+def versions(settings: Settings | None, table: str, key: Any = None, *,
+             history: bool = False, root: str | Path | None = None) -> Any:
+    """The versions of one entity or of every entity (a DataFrame)."""
+    with _store(settings, root) as store:
+        return store.versions(table, key, history=history)

@@ -278,7 +278,13 @@ class DuckDBFeatureStore:
                 raise ConfigError(f"feature table {table!r} is keyed by "
                                   f"{', '.join(meta.key)}; give {len(meta.key)} key value(s)")
             for name, value in zip(meta.key, values, strict=True):
-                rows = rows.filter(pc.equal(rows.column(name), value))
+                column = rows.column(name)
+                try:  # a key typed on a command line is text
+                    wanted = pa.scalar(value).cast(column.type)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                    raise ConfigError(f"feature table {table!r}: key {name!r} is "
+                                      f"{column.type}, not {value!r}") from None
+                rows = rows.filter(pc.equal(column, wanted))
         if not history:
             rows = rows.filter(rows.column("current")).drop_columns(["current"])
         vt = rows.column_names.index(meta.version_time)
