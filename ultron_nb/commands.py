@@ -253,8 +253,7 @@ def add_storage_options(p: argparse.ArgumentParser) -> None:
                    "filesystem's environment variables); repeatable")
 
 
-@command("backtrack", "replayable history: prepare ordered partitions, replay a node, check")
-def _backtrack(p: argparse.ArgumentParser) -> Run:
+def _backtrack_parsers(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION",
                            parser_class=type(p))
     prep = sub.add_parser("prepare", add_help=p.add_help, prog=f"{p.prog} prepare",
@@ -296,6 +295,11 @@ def _backtrack(p: argparse.ArgumentParser) -> Run:
     rep.add_argument("--to", dest="end", help="event time to (exclusive)")
     rep.add_argument("--name", help="the replay experiment's name")
     list_subcommands(p, sub)
+
+
+@command("backtrack", "replayable history: prepare ordered partitions, replay a node, check")
+def _backtrack(p: argparse.ArgumentParser) -> Run:
+    _backtrack_parsers(p)
 
     def run(ws: Any, a: argparse.Namespace, _body: str | None) -> Any:
         from ultron_nb.errors import ConfigError
@@ -388,9 +392,7 @@ def _per_table(values: list[str], flag: str) -> Any:
     raise ConfigError(f"{flag}: give one value for every table, or TABLE=VALUE pairs")
 
 
-@command("features", "the versioned feature store: write, as-of lookups, tables, versions, "
-         "leakage and version-consistency checks")
-def _features(p: argparse.ArgumentParser) -> Run:
+def _features_parsers(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION",
                            parser_class=type(p))
     wr = sub.add_parser("write", add_help=p.add_help, prog=f"{p.prog} write",
@@ -437,6 +439,12 @@ def _features(p: argparse.ArgumentParser) -> Run:
     for parser in (wr, look, ver):
         parser.add_argument("--root", help="the store's folder (default: .ultron/features)")
     list_subcommands(p, sub)
+
+
+@command("features", "the versioned feature store: write, as-of lookups, tables, versions, "
+         "leakage and version-consistency checks")
+def _features(p: argparse.ArgumentParser) -> Run:
+    _features_parsers(p)
 
     def run(ws: Any, a: argparse.Namespace, _body: str | None) -> Any:
         from ultron_nb.errors import ConfigError

@@ -21,14 +21,9 @@ from typing import Any
 
 import duckdb
 
+from ultron_nb.engines.duckdb.discovery import discover, source_root
 from ultron_nb.engines.duckdb.remote import attach, mask, sizes
-from ultron_nb.engines.duckdb.sources import (
-    discover,
-    hours_between,
-    select_files,
-    source_root,
-    time_range,
-)
+from ultron_nb.engines.duckdb.sources import hours_between, select_files, time_range
 
 OVERHEAD = 64 * 1024 * 1024
 

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from ultron_nb.engines.duckdb.connection import temporal_kind, utc_timestamp
 
 if TYPE_CHECKING:
-    from ultron_nb.engines.duckdb.sources import FileProfile, HourFile
+    from ultron_nb.engines.duckdb.discovery import HourFile
+    from ultron_nb.engines.duckdb.sources import FileProfile
 
 NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
             "UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE")
@@ -138,9 +139,26 @@ def normalize_zone(zone: str | None) -> str | None:
     return f"{sign}{digits[:2]}:{digits[2:]}"
 
 
+def _unit(label: str) -> str:
+    if label.startswith("string"):
+        return "string"
+    if label.startswith("timestamp"):
+        return "timestamp"
+    return label
+
+
+def _zone(label: str) -> str | None:
+    """``"naive"``, the offset of a ``string_tz`` label, ``"UTC"``, or None (epoch numbers)."""
+    if label.startswith("string_tz"):
+        return label[len("string_tz"):]
+    if label == "timestamp_tz":
+        return "UTC"
+    return "naive" if label in ("string", "timestamp") else None
+
+
 def time_problems(files: list[HourFile], profiles: dict[str, FileProfile],
-                   classes: dict[str, dict[str, int]], category: str,
-                   typed: dict[str, str], time: str, add: Any) -> set[str]:
+                  classes: dict[str, dict[str, int]], category: str,
+                  typed: dict[str, str], time: str, add: Any) -> set[str]:
     """Report mixed units and zones; return the classes the conversion must handle."""
     per_file: dict[str, dict[str, int]] = {}
     for f in files:
@@ -154,55 +172,30 @@ def time_problems(files: list[HourFile], profiles: dict[str, FileProfile],
             totals[label] += n
     if not totals:
         return {"typed"} if category == "typed" else set()
-
-    def unit(label: str) -> str:
-        if label.startswith("string"):
-            return "string"
-        if label.startswith("timestamp"):
-            return "timestamp"
-        return label
-
-    def aware(label: str) -> bool | None:
-        if label.startswith("string_tz") or label == "timestamp_tz":
-            return True
-        if label in ("string", "timestamp"):
-            return False
-        return None
-
-    unit_totals: dict[str, int] = defaultdict(int)
-    for label, n in totals.items():
-        unit_totals[unit(label)] += n
-    main_unit = max(unit_totals, key=lambda u: (unit_totals[u], u))
-    if len(unit_totals) > 1:
-        for f in files:
-            for label, n in sorted(per_file[f.path].items()):
-                if unit(label) != main_unit:
-                    add("mixed_time_units",
-                        f"{n} value(s) are {_UNIT_NAMES.get(unit(label), label)} while most "
-                        f"({unit_totals[main_unit]}) are {_UNIT_NAMES.get(main_unit)}",
-                        file=f.path, column=time, rows=n)
-    zone_totals: dict[str, int] = defaultdict(int)
-    for label, n in totals.items():
-        if aware(label) is not None:
-            zone_key = "naive" if not aware(label) else (
-                label[len("string_tz"):] if label.startswith("string_tz") else "UTC")
-            zone_totals[zone_key] += n
-    if len(zone_totals) > 1:
-        main_zone = max(zone_totals, key=lambda z: (zone_totals[z], z))
-
-        def describe(z: str) -> str:
-            return "no time zone" if z == "naive" else f"offset {z}"
-
-        for f in files:
-            for label, n in sorted(per_file[f.path].items()):
-                if aware(label) is None:
-                    continue
-                z = "naive" if not aware(label) else (
-                    label[len("string_tz"):] if label.startswith("string_tz") else "UTC")
-                if z != main_zone:
-                    add("mixed_time_zones",
-                        f"{n} value(s) have {describe(z)} while most ({zone_totals[main_zone]})"
-                        f" have {describe(main_zone)}", file=f.path, column=time, rows=n)
+    _mixed(files, per_file, totals, _unit, time, add, "mixed_time_units",
+           lambda u, n: f"are {_UNIT_NAMES.get(u, u)}")
+    _mixed(files, per_file, totals, _zone, time, add, "mixed_time_zones",
+           lambda z, n: "have no time zone" if z == "naive" else f"have offset {z}")
     if category == "typed":
         return {"typed"}
     return {("string_tz" if label.startswith("string_tz") else label) for label in totals}
+
+
+def _mixed(files: list[HourFile], per_file: dict[str, dict[str, int]],
+           totals: dict[str, int], kind_of: Any, time: str, add: Any, problem: str,
+           describe: Any) -> None:
+    """Report every file's values whose kind (unit or zone) is not the most common one."""
+    kinds: dict[str, int] = defaultdict(int)
+    for label, n in totals.items():
+        kind = kind_of(label)
+        if kind is not None:
+            kinds[kind] += n
+    if len(kinds) < 2:
+        return
+    main = max(kinds, key=lambda k: (kinds[k], k))
+    for f in files:
+        for label, n in sorted(per_file[f.path].items()):
+            kind = kind_of(label)
+            if kind is not None and kind != main:
+                add(problem, f"{n} value(s) {describe(kind, n)} while most ({kinds[main]}) "
+                    f"{describe(main, kinds[main])}", file=f.path, column=time, rows=n)
