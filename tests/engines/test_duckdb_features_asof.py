@@ -283,3 +283,24 @@ def test_randomised_writes_and_lookups_against_the_oracle(store) -> None:
     assert_matches(store.as_of("f", samples, time="ts"), samples, oracle)
     assert_matches(store.as_of("f", samples, time="ts", ttl="400s"), samples, oracle,
                    ttl=timedelta(seconds=400))
+
+
+def test_empty_samples_and_mistakes_are_one_line_errors(store) -> None:
+    store.write("f", pd.DataFrame({"user": ["a"], "vt": [at(0)], "x": [1.0], "n": [1]}),
+                "user", "vt")
+    empty = pd.DataFrame({"user": pd.Series([], dtype=object),
+                          "ts": pd.Series([], dtype="datetime64[ns]")})
+    got = store.as_of("f", empty, time="ts")
+    assert len(got) == 0 and got.columns.tolist() == ["user", "ts", "x", "n",
+                                                       "f__version_time", "f__ingest_time"]
+    one = pd.DataFrame({"user": ["a"], "ts": [at(1)]})
+    with pytest.raises(ConfigError, match="'nope' is neither a samples column nor a time"):
+        store.as_of("f", one, time="ts", known_at="nope")
+    with pytest.raises(ConfigError, match="ttl: 'g' is not one of the tables looked up"):
+        store.as_of("f", one, time="ts", ttl={"g": "1h"})
+    with pytest.raises(DataError, match="samples: no column 'when'"):
+        store.as_of("f", one, time="when")
+    with pytest.raises(DataError, match="as_of 'f': Conversion Error"):
+        store.as_of("f", pd.DataFrame({"user": [1], "ts": [at(1)]}), time="ts")
+    with pytest.raises(ConfigError, match="output: 'polars'"):
+        store.as_of("f", one, time="ts", output="polars")

@@ -113,17 +113,24 @@ def prepare_samples(cur: duckdb.DuckDBPyConnection, samples: Any, time: str,
                          " AS k")
         elif known_at is not None:
             exprs.append("CAST(? AS TIMESTAMP) AS k")
-            params.append(to_utc_naive(known_at, "known_at"))
+            params.append(_known_time(known_at))
         got = cur.sql(f"SELECT {', '.join(exprs)} FROM __ultron_sn", params=params).to_arrow_table()
     finally:
         cur.unregister("__ultron_sn")
     naive = [c for c in (time, known_col) if c and is_naive(types[c])]
     notes = {"time_zone": "UTC", "naive_times_taken_as_utc": naive, "time_unit": unit,
              "known_at": None if known_at is None else (known_col or str(
-                 to_utc_naive(known_at, "known_at"))), "rows": narrow.num_rows}
+                 _known_time(known_at))), "rows": narrow.num_rows}
     return Samples(frame, table, got.column("t").combine_chunks(),
                    got.column("k").combine_chunks() if "k" in got.column_names else None,
                    narrow.select(list(dict.fromkeys(keys))), notes)
+
+
+def _known_time(value: Any) -> Any:
+    try:
+        return to_utc_naive(value, "known_at")
+    except ConfigError:
+        raise ConfigError(f"known_at: {value!r} is neither a samples column nor a time") from None
 
 
 def _is_frame(value: Any) -> bool:

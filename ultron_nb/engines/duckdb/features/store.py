@@ -240,8 +240,15 @@ class DuckDBFeatureStore:
 
     def _requests(self, cur: duckdb.DuckDBPyConnection, tables: str | Sequence[str],
                   key: Any, ttl: Any) -> list[lookup.Request]:
+        refs = lookup.parse_refs(tables)
+        for what, value in (("key", key), ("ttl", ttl)):
+            stray = sorted(set(value) - {n for n, _ in refs}) if isinstance(value, Mapping) \
+                else []
+            if stray:
+                raise ConfigError(f"{what}: {', '.join(map(repr, stray))} is not one of the "
+                                  f"tables looked up ({', '.join(n for n, _ in refs)})")
         out = []
-        for name, chosen in lookup.parse_refs(tables):
+        for name, chosen in refs:
             state = self._ready(name, cur)
             meta = state.meta
             features = tuple(chosen) if chosen is not None else tuple(meta.features)
