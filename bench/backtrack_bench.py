@@ -22,6 +22,8 @@ Measured:
   and looks the samples (a DataFrame) up into a DataFrame; the raw path runs the same ASOF JOIN
   with read-time dedupe straight over the same Parquet files into a DataFrame.
   ``end_to_end_vs_raw_asof`` = raw seconds / toolkit seconds.
+- **known time**: ``store.as_of(..., known_at="ts")`` (versions ingested after the sample's
+  time are invisible), checked against its own inequality-join oracle (``known_time``).
 - **prepare**: ``backtrack.prepare`` (checks, hash partitions, per-partition event-time order,
   JSON lines, manifest, atomic swap; null keys routed) on the samples as ``date=/hour=`` history
   against a plain DuckDB ``COPY (SELECT * ... ORDER BY user_id, ts) TO ... (FORMAT json)``:
@@ -159,6 +161,26 @@ WITH best AS (
 SELECT s.rid, c.version_time, b.ctr, b.clicks, b.ingest
 FROM samples s LEFT JOIN chosen c ON c.rid = s.rid
 LEFT JOIN best b ON b.user_id = s.user_id AND b.version_time = c.version_time
+"""
+
+# Known-time mode (known_at = the sample's own time): of the versions with version time and
+# ingest time both <= the sample time, the latest by (version time, ingest, file, row).
+ORACLE_KNOWN = f"""
+WITH v AS (SELECT * FROM {SCAN} WHERE user_id IS NOT NULL), picked AS (
+    SELECT s.rid,
+           arg_max(v.version_time, (v.version_time, v.ingest, v.filename, v.file_row_number))
+               AS version_time,
+           arg_max(v.ctr, (v.version_time, v.ingest, v.filename, v.file_row_number)) AS ctr,
+           arg_max(v.clicks, (v.version_time, v.ingest, v.filename, v.file_row_number))
+               AS clicks,
+           arg_max(v.ingest, (v.version_time, v.ingest, v.filename, v.file_row_number))
+               AS ingest
+    FROM samples s JOIN v ON v.user_id = s.user_id AND v.version_time <= s.ts
+                          AND v.ingest <= s.ts
+    GROUP BY s.rid
+)
+SELECT s.rid, p.version_time, p.ctr, p.clicks, p.ingest
+FROM samples s LEFT JOIN picked p ON p.rid = s.rid
 """
 
 COMPARE = """
@@ -348,6 +370,8 @@ def bench_lookup(work: Path, rows: int, versions: int, per_key: int, writes: int
         ("lookup", lambda: measured(lambda: store.as_of("user_stats", samples, time="ts",
                                                         output="arrow"))),
         ("raw_asof", lambda: measured(lambda: raw.sql(raw_sql).to_arrow_table())),
+        ("known_time", lambda: measured(lambda: store.as_of(
+            "user_stats", samples, time="ts", known_at="ts", output="arrow"))),
     ], f"v{per_key} lookup")
     spec = {"samples": str(samples_path), "files": files}
     e2e: dict[str, list[dict[str, Any]]] = {"toolkit": [], "raw": []}
@@ -366,18 +390,22 @@ def bench_lookup(work: Path, rows: int, versions: int, per_key: int, writes: int
     log(f"v{per_key} oracle (inequality join) {time.perf_counter() - t0:.1f}s")
     got = runs["lookup"]["out"][0]
     checked = compare(oracle_con, oracle, got, ordered=True)
+    known_oracle = oracle_con.sql(ORACLE_KNOWN, params=[files]).to_arrow_table()
+    known = compare(oracle_con, known_oracle, runs["known_time"]["out"][0], ordered=True)
+    known["fallbacks"] = json.loads(runs["known_time"]["out"][0].schema.metadata[b"ultron"])[
+        "tables"]["user_stats"]["known_time_fallback"]
     raw_checked = compare(oracle_con, oracle, runs["raw_asof"]["out"][0], ordered=False)
     same_e2e = all(r["fingerprint"] == fingerprint(oracle_con, got.to_pandas())
                    for r in e2e["toolkit"])
     store.close()
     return summarize(per_key, keys, rows, runs, e2e, checked, raw_checked, same_e2e,
-                     write_stats, samples)
+                     write_stats, samples, known)
 
 
 def summarize(per_key: int, keys: int, rows: int, runs: dict[str, Any],
               e2e: dict[str, list[dict[str, Any]]], checked: dict[str, int],
               raw_checked: dict[str, int], same_e2e: bool, write_stats: list[Any],
-              samples: Any) -> dict[str, Any]:
+              samples: Any, known: dict[str, int]) -> dict[str, Any]:
     import pyarrow.compute as pc
 
     def med(name: str, what: str = "wall") -> float:
@@ -385,8 +413,9 @@ def summarize(per_key: int, keys: int, rows: int, runs: dict[str, Any],
 
     tk = [r["seconds"] for r in e2e["toolkit"]]
     rw = [r["seconds"] for r in e2e["raw"]]
-    equal = (checked == {"dropped": 0, "wrong": 0, "extra": 0} and same_e2e
-             and raw_checked == {"dropped": 0, "wrong": 0, "extra": 0})
+    clean = {"dropped": 0, "wrong": 0, "extra": 0}
+    equal = (checked == clean and same_e2e and raw_checked == clean
+             and {k: known[k] for k in clean} == clean)
     return {
         "lookup_vs_raw_asof": round(med("raw_asof") / med("lookup"), 3),
         "end_to_end_vs_raw_asof": round(median(rw) / median(tk), 3),
@@ -395,6 +424,8 @@ def summarize(per_key: int, keys: int, rows: int, runs: dict[str, Any],
         "dropped": checked["dropped"],
         "wrong": checked["wrong"] + checked["extra"],
         "raw_vs_oracle": raw_checked,
+        "known_time": {**known, "seconds": round(med("known_time"), 3),
+                       "spread": spread(runs["known_time"]["wall"])},
         "end_to_end_matches_lookup": same_e2e,
         "samples": rows, "versions_per_key": per_key, "keys": keys,
         "seconds": {"lookup": round(med("lookup"), 3), "raw_asof": round(med("raw_asof"), 3),
