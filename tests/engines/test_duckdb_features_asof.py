@@ -207,6 +207,9 @@ def test_known_time_mode_against_the_oracle(store) -> None:
                                       strict=True)]
     got = store.as_of("f", samples, time="ts", known_at="cut")
     assert_matches(got, samples, oracle, known="cut")
+    assert got.attrs["ultron"]["tables"]["f"]["known_time_fallback"] > 50
+    limited = store.as_of("f", samples, time="ts", known_at="cut", ttl="300s")
+    assert_matches(limited, samples, oracle, known="cut", ttl=timedelta(seconds=300))
 
 
 def test_ties_are_inclusive_and_samples_before_the_first_version_get_nulls(store) -> None:

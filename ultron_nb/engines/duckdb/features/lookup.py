@@ -191,20 +191,32 @@ def positions(cur: duckdb.DuckDBPyConnection, req: Request, s: Samples
 def known_fallback(cur: duckdb.DuckDBPyConnection, req: Request, late: pa.Table
                    ) -> tuple[np.ndarray, np.ndarray]:
     """For samples whose current match was ingested after their known-at time, the latest
-    version known then: (sample row ids, history rows)."""
-    cur.register("__ultron_late", late.select(["__r", CODE, "__t", "__known"]))
-    cur.register("__ultron_h", req.state.index(live_only=False))
-    ttl = " AND h.__vt >= l.__t - CAST(? AS INTERVAL)" if req.ttl else ""
-    try:
-        got = cur.execute(
-            f"""SELECT l.__r, arg_max(h.__i, (h.__vt, h.__ingest, h.__write)) AS __i
-                FROM __ultron_late l JOIN __ultron_h h ON h.{CODE} = l.{CODE}
-                 AND h.__vt <= l.__t AND h.__ingest <= l.__known{ttl}
-                GROUP BY l.__r""", [req.ttl] if req.ttl else []).fetchnumpy()
-    finally:
-        cur.unregister("__ultron_late")
-        cur.unregister("__ultron_h")
-    return np.asarray(got["__r"], dtype=np.int64), np.asarray(got["__i"], dtype=np.int64)
+    version known then: (sample row ids, history rows).
+
+    Every row of the table, sorted by key, version time, ingest time and position, is one
+    array; the current match is the last row of its (key, version time). Walking back from
+    it visits the candidates in exactly the order of preference, so the first row ingested
+    by the known-at time is the answer (none once the walk leaves the key, or passes the TTL).
+    """
+    walk = req.state.walk(cur)
+    rows = late.column("__r").to_numpy()
+    code = late.column(CODE).to_numpy()
+    known = late.column("__known").cast(pa.int64()).to_numpy()
+    oldest = late.column("__t").cast(pa.int64()).to_numpy() - (
+        int(req.ttl.total_seconds() * 1_000_000) if req.ttl else np.iinfo(np.int64).max // 2)
+    p = walk["position"][pc.fill_null(late.column("__i"), 0).to_numpy()]
+    answer = np.full(len(rows), -1, dtype=np.int64)
+    active = np.arange(len(rows))
+    while len(active):
+        q = p[active]
+        inside = (q >= 0) & (walk["code"][np.maximum(q, 0)] == code[active]) & (
+            walk["vt"][np.maximum(q, 0)] >= oldest[active])
+        active, q = active[inside], q[inside]  # walked off the key or past the TTL: none
+        hit = walk["ingest"][q] <= known[active]
+        answer[active[hit]] = walk["row"][q[hit]]
+        active = active[~hit]
+        p[active] -= 1
+    return rows, answer
 
 
 def gather(req: Request, idx: np.ndarray) -> dict[str, pa.Array]:

@@ -15,6 +15,7 @@ row stays for known-time lookups). Write-time bookkeeping makes lookups cheap:
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import duckdb
@@ -79,6 +80,10 @@ class TableState:
         self._dead = np.zeros(0, dtype=bool)
         self.keys: pa.Table | None = None  # key columns + CODE
         self._cache: dict[str, pa.Table] = {}
+        self._walk: dict[str, dict[str, np.ndarray]] = {}
+        # Writes append while lookups read: the merges of history() and index() and every
+        # change hold this lock, so a reader never sees half of a write.
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -164,6 +169,11 @@ class TableState:
               order: np.ndarray) -> None:
         """Append write ``seq`` (its rows, their key codes, the permutation sorting them by key
         and times) and mark ``superseded`` rows."""
+        with self._lock:
+            self._apply(seq, rows, codes, superseded, order)
+
+    def _apply(self, seq: int, rows: pa.Table, codes: np.ndarray, superseded: np.ndarray,
+               order: np.ndarray) -> None:
         first = self._history if self._history is not None else (
             self._pending[0] if self._pending else None)
         if first is not None and rows.schema != first.schema:
@@ -183,10 +193,15 @@ class TableState:
         if len(superseded):
             self._dead[superseded] = True
         self._cache.clear()
+        self._walk.clear()
 
     # ------------------------------------------------------------------ reading
     def history(self) -> pa.Table:
         """Every row held (current and superseded), in write order, one chunk per column."""
+        with self._lock:
+            return self._merged()
+
+    def _merged(self) -> pa.Table:
         if self._pending:
             parts = ([self._history] if self._history is not None else []) + self._pending
             self._history = pa.concat_tables(parts).combine_chunks()
@@ -199,12 +214,40 @@ class TableState:
         """The narrow lookup table: code, version time, ingest time, write and row position in
         :meth:`history`; one sorted run per write (current rows only with ``live_only``)."""
         name = "live" if live_only else "all"
+        with self._lock:
+            return self._index(name)
+
+    def _index(self, name: str) -> pa.Table:
         if name not in self._cache:
             table = pa.concat_tables(self._runs).combine_chunks()
-            if live_only:
+            if name == "live":
                 table = table.filter(pa.array(~self._dead[table.column("__i").to_numpy()]))
             self._cache[name] = table
         return self._cache[name]
+
+    def walk(self, cur: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
+        """Every row sorted by key code, version time, ingest time and position (numpy
+        arrays ``code``, ``vt``, ``ingest`` in microseconds and ``row``), and ``position``: the
+        place of each history row in that order. For known-time lookups."""
+        with self._lock:
+            if "walk" not in self._walk:
+                table = self._index("all")
+                code = table.column(CODE).to_numpy()
+                vt, ingest = _ints(table.column("__vt")), _ints(table.column("__ingest"))
+                row = table.column("__i").to_numpy()
+                cur.register("__ultron_w", pa.table({"c": code, "v": vt, "g": ingest, "r": row,
+                                                     "k": np.arange(len(row))}))
+                try:
+                    order = np.asarray(cur.sql("SELECT k FROM __ultron_w ORDER BY c, v, g, r")
+                                       .fetchnumpy()["k"], dtype=np.int64)
+                finally:
+                    cur.unregister("__ultron_w")
+                position = np.empty(self.rows, dtype=np.int64)
+                position[row[order]] = np.arange(len(order))
+                self._walk["walk"] = {"code": code[order], "vt": vt[order],
+                                      "ingest": ingest[order], "row": row[order],
+                                      "position": position}
+            return self._walk["walk"]
 
     def live_mask(self) -> np.ndarray:
         return ~self._dead
