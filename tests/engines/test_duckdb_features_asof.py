@@ -66,13 +66,13 @@ def samples_frame(seed: int, n: int = 700, keys: int = 30) -> pd.DataFrame:
 
 
 def write_all(store: DuckDBFeatureStore, oracle: Oracle, writes: list[list[dict]],
-              ingest: str | None = "ingest") -> None:
+              ingest: str | None = "ingest", null_keys: str = "fail") -> None:
     for rows in writes:
         frame = pd.DataFrame(rows)
         if ingest is None:
             frame = frame.drop(columns="ingest")
             rows = [{k: v for k, v in r.items() if k != "ingest"} for r in rows]
-        store.write("f", frame, "user", "vt", ingest_time=ingest)
+        store.write("f", frame, "user", "vt", ingest_time=ingest, null_keys=null_keys)
         oracle.write(rows, "user", "vt", ingest)
 
 
@@ -167,7 +167,10 @@ def test_f2_three_or_more_duplicates_latest_ingest_wins(store) -> None:
 
 def test_f2_dirty_writes_against_the_oracle_also_after_reopening(store, tmp_path) -> None:
     oracle = Oracle()
-    write_all(store, oracle, dirty_writes(6, writes=4))
+    writes = dirty_writes(6, writes=4)
+    for rows in writes:  # rows without a key are dropped (and counted)
+        rows[5]["user"] = rows[50]["user"] = None
+    write_all(store, oracle, writes, null_keys="drop")
     samples = samples_frame(7)
     assert_matches(store.as_of("f", samples, time="ts"), samples, oracle)
     with DuckDBFeatureStore(store.root) as again:  # rebuilt from the files alone

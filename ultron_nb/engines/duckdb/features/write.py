@@ -108,38 +108,43 @@ def normalize(cur: duckdb.DuckDBPyConnection, table: str, data: pa.Table,
     rest = [c for c, _ in cols if c not in (*keys, version_time, ingest_time)]
     rows = pa.table({**{k: data.column(k) for k in keys}, version_time: vt_arr,
                      INGEST: ing_arr, **{c: data.column(c) for c in rest}})
-    if knull.any():
-        rows = rows.filter(pa.array(~knull))
     meta = TableMeta(table, keys, version_time, (*((k, types[k]) for k in keys),
                      (version_time, "TIMESTAMP"), *((c, types[c]) for c in rest)))
-    return resolve(cur, rows, meta, data.num_rows, int(knull.sum()))
+    return resolve(cur, rows, ~knull, meta)
 
 
-def resolve(cur: duckdb.DuckDBPyConnection, rows: pa.Table, meta: TableMeta, rows_in: int,
-            null_keys: int) -> Batch:
-    """Of rows equal on key, version time and ingest time keep the later; mark the latest ingest
-    of each (key, version time). Rows stay in input order (no copy unless some are dropped);
-    ``order`` sorts them by key, version time, ingest time."""
-    groups, group_keys = encode_keys(rows, meta.key)
-    vt = rows.column(meta.version_time).cast(pa.int64()).to_numpy()
-    ing = rows.column(INGEST).cast(pa.int64()).to_numpy()
-    order = sort_order(cur, groups, vt, ing)
+def resolve(cur: duckdb.DuckDBPyConnection, rows: pa.Table, valid: np.ndarray,
+            meta: TableMeta) -> Batch:
+    """Of the ``valid`` rows (a key), those equal on key, version time and ingest time are one
+    version: keep the later; mark the latest ingest of each (key, version time). The rows
+    kept stay in input order and are copied once at most; ``order`` sorts them by key,
+    version time, ingest time."""
+    sub = np.flatnonzero(valid)
+    every = len(sub) == rows.num_rows
+    keyed = rows.select(list(meta.key))
+    groups, group_keys = encode_keys(keyed if every else keyed.take(pa.array(sub)), meta.key)
+    vt = rows.column(meta.version_time).cast(pa.int64()).to_numpy()[sub]
+    ing = rows.column(INGEST).cast(pa.int64()).to_numpy()[sub]
+    order = sort_order(cur, groups, vt, ing)  # positions in ``sub``
     g, v, i = groups[order], vt[order], ing[order]
     same_vt = (g[1:] == g[:-1]) & (v[1:] == v[:-1])
     same_all = same_vt & (i[1:] == i[:-1])
+    kept = np.ones(len(sub), dtype=bool)
     if same_all.any():  # drop the earlier of equal rows (the sort keeps input order on ties)
         dropped = np.append(same_all, False)
-        keep = np.ones(len(vt), dtype=bool)
-        keep[order[dropped]] = False
-        renumber = np.cumsum(keep) - 1
-        order = renumber[order[~dropped]]
-        rows, groups = rows.filter(pa.array(keep)), groups[keep]
-        g, v = groups[order], vt[keep][order]
-        same_vt = (g[1:] == g[:-1]) & (v[1:] == v[:-1])
-    latest = np.zeros(len(order), dtype=bool)
+        kept[order[dropped]] = False
+        order = order[~dropped]
+        same_vt = (g[~dropped][1:] == g[~dropped][:-1]) & (v[~dropped][1:] == v[~dropped][:-1])
+    renumber = np.cumsum(kept) - 1
+    latest = np.zeros(int(kept.sum()), dtype=bool)
+    order = renumber[order]
     latest[order] = np.append(~same_vt, True) if len(order) else latest
-    return Batch(rows, meta, rows_in, len(vt) - len(order), null_keys, groups, group_keys,
-                 latest, order)
+    if not (every and kept.all()):
+        keep = np.zeros(rows.num_rows, dtype=bool)
+        keep[sub[kept]] = True
+        rows = rows.filter(pa.array(keep))
+    return Batch(rows, meta, len(valid), len(sub) - int(kept.sum()), len(valid) - len(sub),
+                 groups[kept], group_keys, latest, order)
 
 
 def _check_nulls(table: str, knull: np.ndarray, vt: pa.Array, ing: pa.Array,
