@@ -89,7 +89,7 @@ def _emit(value: Any) -> int:
         return 0
     text = str(value)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    return 1 if getattr(value, "failed", False) else 0
+    return 1 if getattr(value, "failed", False) is True else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
