@@ -29,9 +29,10 @@ PUBLIC = {
         "encode_value", "events_after", "get_event", "last_event_id", "latest", "listen",
         "recent", "send_event"],
     "ultron_nb.errors": [
-        "ClusterError", "ConfigError", "CycleError", "DataError", "DuplicateNodeError",
-        "EngineError", "FlowError", "JobFailedError", "NotFoundError", "SchemaVersionError",
-        "SqlError", "StoreError", "UltronError", "UnknownNodeError"],
+        "ClusterError", "ConfigError", "CycleError", "DataError", "DiskError",
+        "DuplicateNodeError", "EngineError", "FlowError", "JobFailedError", "NotFoundError",
+        "SchemaVersionError", "SqlError", "StoreError", "UltronError", "UnknownNodeError",
+        "disk_error"],
 }
 
 

@@ -1,7 +1,8 @@
 """The ``ultron`` command: the verbs of :mod:`ultron_nb.commands`, from a shell.
 
-Errors a user can cause print one line ``ErrorType: message`` and exit with status 2 (a
-check that finds problems exits with 1); ``ULTRON_TRACEBACK=1`` shows the full traceback.
+Errors a user can cause — and faults of the machine such as a full or read-only disk —
+print one line ``ErrorType: message`` and exit with status 2 (a check that finds problems
+exits with 1); ``ULTRON_TRACEBACK=1`` shows the full traceback.
 ``ultron up`` / ``ultron down`` are short for ``ultron cluster up`` / ``cluster down``.
 """
 
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ultron_nb.commands import COMMANDS, Command, build_parser
-from ultron_nb.errors import ConfigError, UltronError
+from ultron_nb.errors import ConfigError, UltronError, disk_error
 
 ALIASES = {"up": ["cluster", "up"], "down": ["cluster", "down"]}
 
@@ -104,17 +105,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             break
     parser, verbs = build()
     args, extra = parser.parse_known_args(argv)
-    if extra:  # name the verb whose flags these are not
-        verbs[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:  # name the verb (and its action) whose flags these are not
+        action = getattr(args, "action", None)
+        verb = verbs[args.command]
+        prog = f"{verb.prog} {action}" if isinstance(action, str) else verb.prog
+        parser.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(extra)}\n")
     cmd, run = args.handler
     assert isinstance(cmd, Command)
     try:
         body = _read_body(getattr(args, "body_file", None)) if cmd.cell is not False else None
         return _emit(run(CliFace(args), args, body))
-    except UltronError as exc:
-        if os.environ.get("ULTRON_TRACEBACK"):
+    except (UltronError, OSError) as exc:
+        error = exc if isinstance(exc, UltronError) else disk_error(exc)
+        if error is None or os.environ.get("ULTRON_TRACEBACK"):
             raise
-        sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
+        sys.stderr.write(f"{type(error).__name__}: {error}\n")
         return 2
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ultron_nb.errors import ConfigError
+from ultron_nb.urls import strip_credentials
 
 _ENV = {
     "home": "ULTRON_HOME",
@@ -49,8 +50,9 @@ class Settings:
 
     @property
     def target_url(self) -> str:
-        """The REST URL of the cluster experiments run on."""
-        return self.flink_url or self.local_flink_url
+        """The REST URL of the cluster experiments run on, without credentials (they stay
+        in ``flink_url``: see :func:`ultron_nb.engines.flink.rest.credentials_for`)."""
+        return strip_credentials(self.flink_url) or self.local_flink_url
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)

@@ -18,10 +18,13 @@ turn these into one-line messages; anything else is a bug and keeps its tracebac
     │   ├── SqlError         a SQL statement is invalid (planner message, node named)
     │   └── JobFailedError   a job failed (root cause attached)
     ├── DataError            input data is malformed (file and column named)
+    ├── DiskError            the file system refused a write: full, read-only, not permitted
     └── ConfigError          a setting is invalid
 """
 
 from __future__ import annotations
+
+import errno
 
 
 class UltronError(Exception):
@@ -76,8 +79,32 @@ class DataError(UltronError):
     """Input data is malformed; the message names the file and column."""
 
 
+class DiskError(UltronError):
+    """The file system refused a write (no space left, read-only, not permitted); the
+    message names the path."""
+
+
 class ConfigError(UltronError):
     """A setting is invalid; the message names the setting."""
+
+
+#: What an OSError's errno means to a user, for the faults of the machine (not of ultron).
+_DISK_ERRNOS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+
+
+def disk_error(exc: BaseException) -> DiskError | None:
+    """The one-line :class:`DiskError` of an OSError caused by the machine (a full or
+    read-only disk, missing permissions), naming the path; None for any other error."""
+    if not isinstance(exc, OSError) or exc.errno not in _DISK_ERRNOS:
+        return None
+    where = exc.filename if exc.filename is not None else "a file"
+    return DiskError(f"cannot write {where}: {_DISK_ERRNOS[exc.errno]}")
 
 
 __all__ = [
@@ -85,6 +112,7 @@ __all__ = [
     "ConfigError",
     "CycleError",
     "DataError",
+    "DiskError",
     "DuplicateNodeError",
     "EngineError",
     "FlowError",
@@ -95,4 +123,5 @@ __all__ = [
     "StoreError",
     "UltronError",
     "UnknownNodeError",
+    "disk_error",
 ]

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ultron_nb.config import Settings, load_settings
+from ultron_nb.engines.topics import check_schema
 from ultron_nb.errors import ConfigError, NotFoundError
+from ultron_nb.files import private_dir
 from ultron_nb.flow import Flow, Node, ResourceType
 from ultron_nb.store import Database, open_database
 from ultron_nb.store import flows as flow_repo
@@ -31,10 +33,20 @@ class Workspace:
 
     @property
     def db(self) -> Database:
-        """The metadata store (opened, and created or migrated, on first use)."""
+        """The metadata store (opened, and created or migrated, on first use).
+
+        The home is created ``0700`` when new (and tightened when it is an ultron home); a
+        store given by ``db_url`` must be in a folder that exists."""
         if self._db is None:
-            self.settings.home.mkdir(parents=True, exist_ok=True)
-            self._db = open_database(self.settings.database_url)
+            home = self.settings.home
+            try:
+                private_dir(home, tighten=home.name == ".ultron" or (home / "ultron.db").exists())
+            except OSError as exc:
+                raise ConfigError(f"home {home}: cannot create it: "
+                                  f"{exc.strerror or exc}") from None
+            default = f"sqlite:///{home / 'ultron.db'}"
+            explicit = bool(self.settings.db_url) and self.settings.db_url != default
+            self._db = open_database(self.settings.database_url, create_parent=not explicit)
         return self._db
 
     @property
@@ -87,7 +99,13 @@ class Workspace:
         return Flow(flow.name, list(flow), version=version)
 
     def define(self, flow_name: str, node: Node) -> Flow:
-        """Add or redefine ``node`` in flow ``flow_name``; returns the new flow version."""
+        """Add or redefine ``node`` in flow ``flow_name``; returns the new flow version.
+
+        A topic whose path holds data already (another flow's, generated ones) must be
+        declared with columns it holds (:func:`ultron_nb.engines.topics.check_schema`)."""
+        if node.resource_type is ResourceType.TOPIC:
+            check_schema(self.resource_path(node), [(c.name, c.type) for c in node.columns],
+                         who=f"node {node.name!r}")
         with self.db.write() as conn:
             try:
                 current = flow_repo.load_flow(conn, flow_name)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ultron_nb.engines.duckdb.connection import detect_format, duckdb_type
 from ultron_nb.engines.duckdb.query import FORMATS, TableFiles, read_table
 from ultron_nb.engines.flink import ddl
-from ultron_nb.engines.topics import MANIFEST, LocalTopic
+from ultron_nb.engines.topics import MANIFEST, LocalTopic, check_schema
 from ultron_nb.errors import DataError, NotFoundError
 
 if TYPE_CHECKING:
@@ -148,6 +148,8 @@ def table_files(name: str, output: Mapping[str, Any] | None, *, what: str) -> Ta
     columns = tuple((str(c), duckdb_type(str(t))) for c, t in output.get("columns") or [])
     kind = layout(output)
     if kind == "topic":  # partition by partition, in order
+        check_schema(path, [(str(c), str(t)) for c, t in output.get("columns") or []],
+                     who=f"{what}: input {name!r}")
         topic = LocalTopic.open(path)
         files = [str(seg) for k in range(topic.partitions) for seg in topic.segments(k)]
         if not columns:

@@ -12,13 +12,20 @@ A local topic is a directory::
 Within a partition, records are ordered by segment name and then by line: exactly the order a
 Kafka partition has. Writers create a segment under a hidden name (".seg-...") and rename it
 into place when it is complete, so readers never see half a file.
+
+A topic is found by its path, so two flows that declare a topic of the same name share it
+(``<home>/topics/<name>``: the click-log generator and ``backtrack prepare`` write there).
+Sharing is checked, not silent: :func:`check_schema` refuses a declaration whose columns the
+topic does not hold (a missing column, or a type its values cannot be read as) in one line —
+the reader would otherwise get NULLs. A flow that wants a topic of its own gives it a
+``--path``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,3 +129,55 @@ class LocalTopic:
                 with seg.open() as fh:
                     rows.extend(json.loads(line) for line in fh if line.strip())
         return rows
+
+
+# ---------------------------------------------------------------- shared topics
+_FAMILIES = (
+    ("integer", ("TINYINT", "SMALLINT", "INT", "INTEGER", "BIGINT")),
+    ("number", ("FLOAT", "DOUBLE", "DECIMAL", "DEC", "NUMERIC", "REAL")),
+    ("text", ("STRING", "VARCHAR", "CHAR")),
+    ("timestamp", ("TIMESTAMP", "TIMESTAMP_LTZ", "DATE")),
+    ("boolean", ("BOOLEAN",)),
+)
+#: What a declared family can read (JSON values of the held family).
+_READS = {"text": None, "integer": {"integer"}, "number": {"integer", "number"},
+          "timestamp": {"timestamp"}, "boolean": {"boolean"}}
+
+
+def _family(sql_type: str) -> str:
+    head = sql_type.strip().upper().split("(", 1)[0].split("<", 1)[0].split()[0] \
+        if sql_type.strip() else ""
+    for family, heads in _FAMILIES:
+        if head in heads:
+            return family
+    return " ".join(sql_type.upper().replace(" NOT NULL", "").split())
+
+
+def schema_problem(held: Sequence[tuple[str, str]], declared: Sequence[tuple[str, str]]
+                   ) -> str | None:
+    """Why a reader declaring ``declared`` cannot read a topic holding ``held`` (None: it
+    can). Every declared column must be held, with values its type can read."""
+    have = {name: typ for name, typ in held}
+    for name, typ in declared:
+        if name not in have:
+            return f"it has no column {name!r}"
+        want, got = _family(typ), _family(have[name])
+        reads = _READS.get(want, {want})
+        if reads is not None and got not in reads:
+            return f"its column {name!r} is {have[name]}, not {typ}"
+    return None
+
+
+def check_schema(path: Path, declared: Sequence[tuple[str, str]], *, who: str) -> None:
+    """Refuse (in one line) to read the topic at ``path`` with the ``declared`` columns
+    when it does not hold them; a topic that does not exist yet is fine."""
+    if not declared or not (path / MANIFEST).is_file():
+        return
+    topic = LocalTopic.open(path)
+    if not topic.columns:
+        return
+    problem = schema_problem(topic.columns, declared)
+    if problem:
+        held = ", ".join(f"{n} {t}" for n, t in topic.columns)
+        raise DataError(f"{who}: the topic at {path} is shared and {problem} (it holds "
+                        f"{held}): declare its columns, or give this topic its own --path")

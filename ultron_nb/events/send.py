@@ -196,7 +196,10 @@ class _Sender:
                 new_id = int(cur.fetchone()[0])
                 cur.execute("COMMIT")
             except BaseException:
-                cur.execute("ROLLBACK")
+                # SQLite rolls back by itself on some errors (a full disk): a ROLLBACK then
+                # fails and would hide the cause.
+                if self.driver.in_transaction:
+                    cur.execute("ROLLBACK")
                 raise
             finally:
                 cur.close()
@@ -263,6 +266,9 @@ def send_event(
     """
     _check_names(key, namespace, sender)
     raw = encode_value(value, key=key)
+    if db.read_only:
+        raise StoreError(f"cannot send event {key!r}: the metadata store {db.where} is "
+                         f"read-only ({db.read_only})")
     try:
         try:
             new_id, version, now = _SENDERS.get(db).send(namespace, key, raw, sender)
@@ -274,7 +280,7 @@ def send_event(
         _SENDERS.drop(db)
         if isinstance(exc, SQLAlchemyError | _Stale) or type(exc).__module__.split(".")[0] in (
                 "sqlite3", "psycopg"):
-            raise StoreError(f"cannot send event {key!r} to {db.safe_url}: {exc}") from exc
+            raise StoreError(f"cannot send event {key!r}: {db.describe(exc)}") from exc
         raise
     return Event(new_id, key, decode_value(raw), version, namespace, sender, now, raw)
 

@@ -20,12 +20,14 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ultron_nb.engines.flink.rest import remember_credentials
+from ultron_nb.engines.topics import check_schema
 from ultron_nb.errors import ClusterError, ConfigError, FlowError, UltronError
 from ultron_nb.events.control import request_start
 from ultron_nb.events.keys import ACTIVE, NodeState, normalize
 from ultron_nb.experiments.report import ExperimentStatus, mask_url
 from ultron_nb.experiments.status import status
-from ultron_nb.flow import Flow, Kind, Node, Trigger
+from ultron_nb.flow import Flow, Kind, Node, ResourceType, Trigger
 from ultron_nb.flow.plan import ExistingInstance, Plan, PlannedNode, Step, plan_launch
 from ultron_nb.runners.base import RunSpec
 from ultron_nb.runners.flink_compile import CompiledNode, FlinkCompiler, resource_shape
@@ -45,7 +47,9 @@ SHAREABLE = frozenset({"running", "restarting", "submitting", "ready"})
 
 
 def target_url(ws: Workspace, target: str | None) -> str:
-    return (target or ws.settings.target_url).rstrip("/")
+    """The cluster to launch on, without credentials (a ``--target`` URL's are kept for
+    this process only; the stored target never has them)."""
+    return (remember_credentials(target) if target else ws.settings.target_url).rstrip("/")
 
 
 def existing_instances(conn: Connection, flow: Flow, url: str) -> dict[str, ExistingInstance]:
@@ -158,6 +162,9 @@ def _prepare(ws: Workspace, flow: Flow, plan: Plan, runners: Runners, *, compile
         if p.step is Step.SHARE:
             continue
         node = flow[p.node]
+        if node.resource_type is ResourceType.TOPIC:
+            check_schema(ws.resource_path(node), [(c.name, c.type) for c in node.columns],
+                         who=f"node {p.node!r}")
         if node.kind is Kind.RESOURCE:
             outputs[p.node] = {"kind": str(node.resource_type),
                                "layout": "topic" if str(node.resource_type) == "topic"
@@ -223,15 +230,15 @@ def launch(
             flink.check_target(url)  # a flow of DuckDB and Python nodes needs no cluster
         compiler = FlinkCompiler(ws, flow, plan.params, instances, experiment=exp_name,
                                  target=url, bounded=bounded)
-        compiled, outputs, states = _prepare(ws, flow, plan, runners, compiler=compiler,
-                                             to_run=to_run)
-        check_slots(flink, url, sum(int(c.job.spec.config.get("parallelism.default", "1"))
-                                     for c in compiled.values()))
         try:
+            compiled, outputs, states = _prepare(ws, flow, plan, runners, compiler=compiler,
+                                                 to_run=to_run)
+            check_slots(flink, url, sum(int(c.job.spec.config.get("parallelism.default", "1"))
+                                         for c in compiled.values()))
             _record(ws, flow, plan, exp_name, url, params=params, label=label, parent=parent,
                     outputs=outputs, states=states)
-        except UltronError:
-            _discard(ws, compiled.values())
+        except Exception:  # refused before anything ran: leave no directory behind
+            _discard(ws, flow, plan, compiler)
             raise
         submitted = _submit_all(ws, flink, compiler, compiled, to_run, exp_name, url,
                                 bounded=bounded, timeout=timeout)
@@ -249,12 +256,14 @@ def launch(
     return result
 
 
-def _discard(ws: Workspace, flow: Flow, plan: Plan) -> None:
+def _discard(ws: Workspace, flow: Flow, plan: Plan, compiler: FlinkCompiler) -> None:
     """Remove what compiling wrote for a refused launch: the directories of the new
-    instances it planned (new ids: nobody else uses them)."""
+    instances it planned (new ids: nobody else uses them) and the empty topics it
+    created."""
     for p in plan.nodes:
         if p.step is Step.NEW and flow[p.node].kind is not Kind.RESOURCE:
             shutil.rmtree(ws.instance_dir(p.instance_id), ignore_errors=True)
+    compiler.discard_created_topics()
 
 
 def _submit_all(ws: Workspace, flink: FlinkRunner, compiler: FlinkCompiler,

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 
 from ultron_nb.engines import outputs
 from ultron_nb.engines.flink import ddl
+from ultron_nb.engines.topics import check_schema
 from ultron_nb.errors import ConfigError, NotFoundError
 from ultron_nb.flow import Kind, ResourceType
 from ultron_nb.flow.sqltext import table_references
-from ultron_nb.runners.flink_compile import kafka_module, resource_shape
+from ultron_nb.runners.flink_compile import kafka_module, resource_shape, submission_headers
 from ultron_nb.store import experiments as repo
 
 if TYPE_CHECKING:
@@ -54,6 +55,9 @@ def preview(ws: Workspace, node: str, *, experiment: str | None = None,
         f = ws.flow(flow)
         if node in f and f[node].kind is Kind.RESOURCE:
             res = f[node]
+            if res.resource_type is ResourceType.TOPIC:
+                check_schema(ws.resource_path(res), [(c.name, c.type) for c in res.columns],
+                             who=f"node {node!r}")
             return outputs.typed_frame(outputs.read_rows(ws.resource_path(res), limit),
                                        [(c.name, c.type) for c in res.columns])
     raise NotFoundError(f"no experiment runs node {node!r}" +
@@ -74,6 +78,7 @@ def _declare(ws: Workspace, flow_name: str, ref: str, experiment: str | None) ->
             return _as_list(kafka_module().kafka_table_ddl(node, ref))
         path = ws.resource_path(node)
         if node.resource_type is ResourceType.TOPIC:
+            check_schema(path, list(shape.columns), who=f"table {ref!r}")
             return ddl.batch_source(ref, path, shape).statements
         return ddl.dataset_source(ref, path, shape,
                                   node.option_dict.get("format", "json")).statements
@@ -94,10 +99,12 @@ def sql(ws: Workspace, query: str, *, flow: str, experiment: str | None = None,
     ``experiment`` (default: the latest experiment of the flow that has it). The query runs
     in this process (batch mode), so it takes no slot from the experiments' cluster. The
     frame's ``attrs["note"]`` says when ``limit`` cut the result."""
-    from ultron_nb.engines.flink.submit import collect
+    from ultron_nb.engines.flink.submit import collect, expect_rest_headers
 
     if limit <= 0:
         raise ConfigError("--limit must be positive")
+    # This may start the PyFlink JVM: with the headers later submissions need.
+    expect_rest_headers(submission_headers(ws.settings, ws.settings.target_url))
     f = ws.flow(flow)
     statements: list[str] = []
     for ref in table_references(query):

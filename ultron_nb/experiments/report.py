@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from ultron_nb import urls
 from ultron_nb.errors import NotFoundError
 from ultron_nb.flow.plan import target_key
 from ultron_nb.flow.render import STATUS_COLORS
@@ -20,16 +21,7 @@ if TYPE_CHECKING:
 
 def mask_url(url: str) -> str:
     """``url`` without the password of its user part (``http://u:***@host``)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    user = f"{parts.username}:***@" if parts.password is not None else f"{parts.username}@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+    return urls.mask_url(url)
 
 
 @dataclass

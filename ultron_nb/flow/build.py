@@ -15,8 +15,21 @@ from ultron_nb.flow.nodes import (
     parse_columns,
     python_function_names,
 )
+from ultron_nb.flow.types import known_types, type_problem
 
 KIND_NAMES = ("flink", "duckdb", "python", "topic", "kafka", "dataset", "feature_table")
+
+#: The formats each kind reads or writes (``--format`` / ``--option format=``): topics are
+#: JSON lines; datasets and feature tables are files DuckDB reads (Flink reads json/csv);
+#: a DuckDB node writes its output in one; Kafka values are decoded by a Flink format.
+FORMATS = {
+    "topic": ("json",),
+    "dataset": ("json", "csv", "parquet"),
+    "feature_table": ("json", "csv", "parquet"),
+    "duckdb": ("parquet", "json", "csv"),
+    "kafka": ("json", "csv", "raw", "avro", "avro-confluent", "protobuf", "debezium-json",
+              "debezium-avro-confluent", "canal-json", "maxwell-json", "ogg-json"),
+}
 
 
 def parse_pairs(pairs: Iterable[str], *, flag: str) -> dict[str, str]:
@@ -70,6 +83,8 @@ def define_node(
     for key_, value in (("partitions", partitions), ("path", path), ("format", fmt)):
         if value is not None:
             opts[key_] = str(value)
+    _check_format(name, kind, opts.get("format"), "--format" if fmt is not None
+                  else "--option format=")
     fields: dict[str, Any] = {
         "name": name,
         "body": body.strip("\n"),
@@ -91,11 +106,43 @@ def define_node(
     return node
 
 
+def _check_format(name: str, kind: str, value: str | None, flag: str) -> None:
+    """Refuse a format the node's kind cannot read or write, naming the flag."""
+    if value is None:
+        return
+    allowed = FORMATS.get(kind)
+    if allowed is None:
+        raise FlowError(f"node {name!r}: {flag} applies to resources and duckdb nodes, not to "
+                        f"a {kind} node")
+    if value.lower() not in allowed:
+        shown = f"{flag} {value}" if flag == "--format" else f"{flag}{value}"
+        raise FlowError(f"node {name!r}: {shown!r} is not a format of a {kind} "
+                        f"(one of {', '.join(allowed)})")
+
+
+def _check_types(name: str, body: str) -> None:
+    """Refuse a column type Flink would not parse (``NOTATYPE``), naming the column."""
+    import difflib
+
+    for column in parse_columns(body, node=name):
+        problem = type_problem(column.type)
+        if problem:
+            word = column.type.split("(", 1)[0].split("<", 1)[0].split()[0]
+            close = difflib.get_close_matches(word.upper(), known_types(), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise FlowError(f"node {name!r}: column {column.name!r} has type {column.type!r}: "
+                            f"{problem}{hint}")
+
+
 def _triggers(name: str, act: Action, *, after: Sequence[str], stop_after: Sequence[str],
               boundary: str | None, every: str | None, on_event: str | None,
               when: str | None, on_failure: bool) -> tuple[ControlEdge, ...]:
     """The control edges of a node's flags."""
     triggers: list[ControlEdge] = []
+    for flag, sources in (("--after", after), ("--stop-after", stop_after)):
+        if name in sources:
+            raise FlowError(f"node {name!r}: {flag} {name} names the node itself (a node "
+                            f"cannot wait for its own start or stop)")
     for src in after:
         triggers.append(ControlEdge(name, Trigger.AFTER, src, act, schedule=boundary,
                                     on_failure=on_failure))
@@ -120,6 +167,7 @@ def _kind_fields(name: str, kind: str, mode: str | None, body: str, fn: str | No
     if kind in ("topic", "kafka", "dataset", "feature_table"):
         if mode:
             raise FlowError(f"node {name!r}: --mode does not apply to a {kind} resource")
+        _check_types(name, body)
         fields.update(kind=Kind.RESOURCE, resource_type=ResourceType(kind),
                       columns=parse_columns(body, node=name), body="")
     elif kind == "flink":

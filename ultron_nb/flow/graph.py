@@ -242,12 +242,13 @@ class Flow:
 
     # ------------------------------------------------------------------ params
     def effective_params(
-        self, overrides: Mapping[str, str] | None = None
+        self, overrides: Mapping[str, str] | None = None, *, flag: str = "--param"
     ) -> dict[str, dict[str, str]]:
         """Each node's parameters after ``overrides``.
 
         An override key is ``NODE.PARAM`` (one node) or ``PARAM`` (every node that declares
-        it). Naming a node or parameter that does not exist is an error.
+        it). Naming a node or parameter that does not exist is an error naming ``flag``
+        (the flag the overrides came from: ``--param`` of a run, ``--set`` of a clone).
         """
         result = {node.name: node.param_dict for node in self}
         for key, value in (overrides or {}).items():
@@ -256,20 +257,20 @@ class Flow:
                 params = result.get(node_name)
                 if params is None:
                     raise UnknownNodeError(
-                        f"--set {key}: flow {self.name!r} has no node {node_name!r}"
+                        f"{flag} {key}: flow {self.name!r} has no node {node_name!r}"
                         f"{_suggest(node_name, self._nodes)}"
                     )
                 if param not in params:
                     known = ", ".join(sorted(params)) or "none"
                     raise FlowError(
-                        f"--set {key}: node {node_name!r} has no parameter {param!r} "
+                        f"{flag} {key}: node {node_name!r} has no parameter {param!r} "
                         f"(parameters: {known})"
                     )
                 params[param] = str(value)
             else:
                 hits = [n for n, p in result.items() if key in p]
                 if not hits:
-                    raise FlowError(f"--param {key}: no node of flow {self.name!r} declares it")
+                    raise FlowError(f"{flag} {key}: no node of flow {self.name!r} declares it")
                 for n in hits:
                     result[n][key] = str(value)
         return result

@@ -92,13 +92,14 @@ def plan_launch(
     target: str = "",
     base_params: Mapping[str, Mapping[str, str]] | None = None,
     base_identities: Mapping[str, str] | None = None,
+    flag: str = "--param",
 ) -> Plan:
-    """Plan launching ``flow`` with parameter ``overrides``.
+    """Plan launching ``flow`` with parameter ``overrides`` (given by ``flag``).
 
     ``existing`` maps identities to the instances on ``target``. ``base_params`` and
     ``base_identities`` describe the experiment being cloned (for the reasons shown).
     """
-    params = flow.effective_params(overrides)
+    params = flow.effective_params(overrides, flag=flag)
     if base_params:
         # A clone starts from its parent's parameters, then applies its own overrides.
         merged = {n: dict(p) for n, p in params.items()}

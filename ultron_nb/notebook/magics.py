@@ -19,7 +19,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from traitlets import Bool, Int, Unicode, observe
 
 from ultron_nb.commands import COMMANDS, Run, build_parser
-from ultron_nb.errors import UltronError
+from ultron_nb.errors import UltronError, disk_error
 from ultron_nb.views import Message
 
 
@@ -134,10 +134,11 @@ class UltronMagic(Magics):
         self._notes = []
         try:
             result = entry.run(self, args, cell)
-        except UltronError as exc:
-            if self.show_traceback:
+        except (UltronError, OSError) as exc:
+            error = exc if isinstance(exc, UltronError) else disk_error(exc)
+            if error is None or self.show_traceback:
                 raise
-            raise UsageError(f"{type(exc).__name__}: {exc}") from None
+            raise UsageError(f"{type(error).__name__}: {error}") from None
         return self._with_notes(result)
 
     def _with_notes(self, result: Any) -> Any:

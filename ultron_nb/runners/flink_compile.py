@@ -11,14 +11,16 @@ anything is submitted.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ultron_nb.config import Settings
 from ultron_nb.engines.flink import ddl, jobconfig
-from ultron_nb.engines.topics import MANIFEST, LocalTopic
+from ultron_nb.engines.topics import MANIFEST, LocalTopic, check_schema
 from ultron_nb.errors import DataError, EngineError, NotFoundError, SqlError
 from ultron_nb.flow import Flow, Kind, Node, ResourceType
 from ultron_nb.flow.sqltext import substitute
@@ -39,6 +41,15 @@ class CompiledNode:
     output: dict[str, Any]
     depends_on: list[str]  # flink nodes of the same flow whose output it reads
     replay: Path | None = None  # where this compilation put ordered backlog copies
+
+
+def submission_headers(settings: Settings, target: str) -> dict[str, str]:
+    """The headers Flink's REST client sends when it submits a job to ``target``: the
+    configured ones and the credentials for that cluster (:func:`credentials_for`)."""
+    from ultron_nb.engines.flink.rest import basic_auth_header, credentials_for
+
+    return {**settings.flink_headers,
+            **basic_auth_header(credentials_for(target, settings.flink_url))}
 
 
 def resource_shape(node: Node) -> ddl.TableShape:
@@ -81,6 +92,7 @@ class FlinkCompiler:
         self.target = target
         self.bounded = bounded
         self.outputs: dict[str, dict[str, Any]] = {}  # node → output record (this launch)
+        self.created_topics: list[Path] = []  # empty topics this compiler created
 
     def stored_output(self, node: str) -> dict[str, Any] | None:
         if node in self.outputs:
@@ -94,11 +106,13 @@ class FlinkCompiler:
                replay: Path) -> ddl.SourcePlan:
         shape = resource_shape(node)
         path = self.ws.resource_path(node)
+        check_schema(path, list(shape.columns), who=f"node {reader.name!r} reads {name!r}")
         if not (path / MANIFEST).is_file():
             if mode == "bounded":
                 raise DataError(f"topic {name!r} has no data at {path}")
             LocalTopic(path, int(node.option_dict.get("partitions", "1")),
                        [(c.name, c.type) for c in node.columns], node.time_column).create()
+            self.created_topics.append(path)
         if mode == "bounded" and not reader.is_stream:
             return ddl.batch_source(name, path, shape)
         return ddl.topic_source(name, path, shape, mode=mode, replay_dir=replay,
@@ -145,6 +159,17 @@ class FlinkCompiler:
         raise SqlError(f"node {reader.name!r} reads {name!r} ({node.label}), whose output "
                        "Flink cannot read (no path and columns recorded yet)")
 
+    def discard_created_topics(self) -> None:
+        """Remove the topics this compiler created, while they hold no data."""
+        for path in self.created_topics:
+            try:
+                topic = LocalTopic.open(path)
+            except DataError:
+                continue
+            if not any(topic.segments(k) for k in range(topic.partitions)):
+                shutil.rmtree(path, ignore_errors=True)
+        self.created_topics.clear()
+
     # ------------------------------------------------------------------ one node
     def compile(self, name: str, *, extra_params: Mapping[str, str] | None = None
                 ) -> CompiledNode:
@@ -171,7 +196,8 @@ class FlinkCompiler:
         config = jobconfig.job_config(
             node.option_dict, node=name, experiment=self.experiment, instance=instance,
             target=self.target, live=node.is_stream and not self.bounded,
-            headers=s.flink_headers, verify=s.flink_verify, extra_jars=jars)
+            headers=submission_headers(s, self.target), verify=s.flink_verify,
+            extra_jars=jars)
         spec = JobSpec(node=name, mode="stream" if node.is_stream else "batch",
                        statements=statements, query=substitute(node.body, params),
                        sink_name=f"__sink_{name}", config=config)

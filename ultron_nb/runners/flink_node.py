@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ultron_nb.engines.flink import ddl
 from ultron_nb.engines.flink.jobconfig import job_name, parallelism
-from ultron_nb.engines.flink.rest import FlinkRest
+from ultron_nb.engines.flink.rest import FlinkRest, rest_client
 from ultron_nb.engines.outputs import first_event_ms
 from ultron_nb.errors import ClusterError, NotFoundError, UltronError
 from ultron_nb.events import latest, send_event
@@ -40,6 +40,7 @@ from ultron_nb.events.keys import (
     status_key,
     watermark_key,
 )
+from ultron_nb.logs import Repeats
 from ultron_nb.runners.base import NodeReport, NodeRunner, RunSpec
 from ultron_nb.runners.flink_compile import (
     CompiledNode,
@@ -114,6 +115,7 @@ class FlinkRunner(NodeRunner):
     def __init__(self, ws: Workspace):
         super().__init__(ws)
         self._clients: dict[str, FlinkRest] = {}
+        self._repeats = Repeats(log)
 
     # ------------------------------------------------------------------ clusters
     def rest(self, url: str) -> FlinkRest:
@@ -121,9 +123,7 @@ class FlinkRunner(NodeRunner):
         key = url.rstrip("/")
         client = self._clients.get(key)
         if client is None:
-            s = self.ws.settings
-            client = self._clients[key] = FlinkRest(key, headers=s.flink_headers,
-                                                    verify=s.flink_verify)
+            client = self._clients[key] = rest_client(self.ws.settings, key)
         return client
 
     def close(self) -> None:
@@ -410,7 +410,14 @@ class FlinkRunner(NodeRunner):
             if row.instance_id in seen:
                 continue
             seen.add(row.instance_id)
+            what = f"status of {row.instance_id}"
             try:
-                self.refresh(row.instance_id)
+                report = self.refresh(row.instance_id)
             except UltronError as exc:
-                log.info("status of %s unavailable: %s", row.instance_id, exc)
+                self._repeats.failed(what, f"{what} unavailable: {exc}", level=logging.INFO)
+                continue
+            if report is not None and report.state is NodeState.UNKNOWN and report.error:
+                self._repeats.failed(what, f"{what} unavailable: {report.error}",
+                                     level=logging.INFO)  # once, not every few seconds
+            else:
+                self._repeats.ok(what)

@@ -28,8 +28,10 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from ultron_nb.errors import StoreError
 from ultron_nb.events import append_event
 from ultron_nb.events.keys import SENDER_RUNNER, NodeState, status_key
+from ultron_nb.files import open_private, private_dir
 from ultron_nb.flow.sqltext import substitute
 from ultron_nb.processes import process_identity
 from ultron_nb.runners.context import NodeContext
@@ -86,9 +88,9 @@ def _claim(db: Any, spec: dict[str, Any]) -> tuple[int, int, Path] | None:
 def _supervise(spec: dict[str, Any], spec_path: str, attempt: int, log_path: Path,
                stop_requested: threading.Event, stop_at: list[float]) -> int | None:
     """Run the node's child process; SIGTERM it on a stop, SIGKILL after the grace."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(log_path.parent)
     code: int | None = None
-    with open(log_path, "ab") as out:
+    with os.fdopen(open_private(log_path), "ab") as out:
         out.write(f"# {spec['experiment']}.{spec['node']} attempt {attempt} (trigger "
                   f"{spec['trigger'].get('id')}: {spec['trigger'].get('edge')} @ "
                   f"{spec['trigger'].get('occurrence')})\n".encode())
@@ -157,7 +159,7 @@ def _record_end(db: Any, spec: dict[str, Any], job_id: int, attempt: int, code: 
                                          "exit_code": code, "log": str(log_path)},
                              sender=SENDER_RUNNER)
             return 0
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, StoreError) as exc:
             log.warning("cannot record the end of %s.%s yet (%s); retrying",
                         spec["experiment"], spec["node"], exc)
             time.sleep(min(2.0**retry, 10.0))

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 from ultron_nb.errors import EngineError
 from ultron_nb.events import append_event
 from ultron_nb.events.keys import SENDER_RUNNER, NodeState, normalize, status_key
+from ultron_nb.files import open_private
 from ultron_nb.processes import process_alive
 from ultron_nb.runners.base import NodeReport, NodeRunner, RunSpec
 from ultron_nb.store import experiments as repo
@@ -83,7 +84,7 @@ class PythonRunner(NodeRunner):
         logs.mkdir(parents=True, exist_ok=True, mode=0o700)
         env = dict(os.environ, ULTRON_HOME=str(home), ULTRON_DB_URL=self.ws.db.url,
                    PYTHONUNBUFFERED="1")
-        with open(logs / "runner.log", "ab") as err:
+        with os.fdopen(open_private(logs / "runner.log"), "ab") as err:
             try:
                 child = subprocess.Popen(
                     [self.python, "-m", "ultron_nb.runners.process", "run-node", str(path)],

@@ -29,9 +29,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from ultron_nb.config import Settings
-from ultron_nb.errors import NotFoundError, UltronError
+from ultron_nb.errors import NotFoundError, StoreError, UltronError
 from ultron_nb.events import DEFAULT_NAMESPACE, Event, Listener, get_event
 from ultron_nb.events.keys import ACTIVE
+from ultron_nb.logs import Repeats
 from ultron_nb.runners.base import NodeRunner, RunSpec, TriggerRef
 from ultron_nb.runners.registry import Runners
 from ultron_nb.scheduler import rules
@@ -47,6 +48,11 @@ log = logging.getLogger(__name__)
 STATE_ROW = "scheduler"  # scheduler_state.name of the persisted cursor and rule state
 #: Experiments in these states are forgotten (their rule state pruned).
 GONE = ("canceled", "cancelled", "deleted")
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
 class Scheduler:
@@ -75,6 +81,7 @@ class Scheduler:
         self._driven_at = 0.0
         self._maintained = 0.0
         self._persisted_at = time.monotonic()
+        self._repeats = Repeats(log)  # a failure that repeats every second is logged once
         with db.write() as conn:
             released = tlog.release_claims(conn)
             state = tlog.load_state(conn, STATE_ROW)
@@ -263,7 +270,7 @@ class Scheduler:
                 if not self._carry_out(row, exp):
                     busy.add(here)
                     self._waiting = True
-            except (SQLAlchemyError, OSError) as exc:  # transient: the trigger stays pending
+            except (SQLAlchemyError, StoreError, OSError) as exc:  # transient: stays pending
                 log.warning("trigger %d (%s %s.%s) will be retried: %s", row.id, row.action,
                             row.experiment, row.node_name, exc)
                 self._unclaim(row.id)
@@ -362,11 +369,15 @@ class Scheduler:
     def _maintain(self) -> None:
         self._maintained = time.monotonic()
         for kind in list(self.runners.table):
+            what = f"{kind} runner maintenance"
             try:
                 runner: NodeRunner = self.runners.get(kind)
                 runner.maintain()
-            except Exception:
-                log.exception("%s runner maintenance failed", kind)
+            except Exception as exc:
+                self._repeats.failed(what, f"{what} failed: {_one_line(exc)}",
+                                     exc_info=not isinstance(exc, UltronError))
+            else:
+                self._repeats.ok(what)
 
     # ------------------------------------------------------------------ loop
     def run(self, stop: threading.Event | None = None) -> None:
@@ -378,9 +389,15 @@ class Scheduler:
                 wait = min(wait, 0.2)
             try:
                 self.step(wait=wait)
-            except Exception:
-                log.exception("scheduler step failed; retrying")
+            except Exception as exc:
+                # Logged once while it repeats (a full disk fails every step until space
+                # frees); an unexpected error keeps its traceback, the first time.
+                self._repeats.failed("scheduler step", f"scheduler step failed: "
+                                     f"{_one_line(exc)}",
+                                     exc_info=not isinstance(exc, UltronError | SQLAlchemyError))
                 stop.wait(1.0)
+            else:
+                self._repeats.ok("scheduler step")
 
     def close(self) -> None:
         """Free the scheduler's connections (running nodes keep running)."""

@@ -103,7 +103,7 @@ def plan_clone(ws: Workspace, source: str, name: str,
     with ws.db.read() as conn:
         existing = experiments.existing_instances(conn, flow, exp.target.rstrip("/"))
     plan = plan_launch(flow, merged, existing, target=exp.target.rstrip("/"),
-                       base_params=base_params, base_identities=base_ids)
+                       base_params=base_params, base_identities=base_ids, flag="--set")
     return ClonePlan(source, name, plan, merged)
 
 

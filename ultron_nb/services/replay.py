@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ultron_nb import experiments
-from ultron_nb.engines.flink.rest import FlinkRest
+from ultron_nb.engines.flink.rest import rest_client
 from ultron_nb.engines.topics import LocalTopic
 from ultron_nb.errors import ConfigError, FlowError, UltronError
 from ultron_nb.experiments import ExperimentStatus
@@ -100,8 +100,7 @@ def replay(ws: Workspace, flow_name: str, node: str, *,
     flow = replay_flow(ws.flow(flow_name), node, inputs)
     saved = ws.save(flow, change=f"backtrack {node}")
     status = experiments.launch(ws, saved.name, name=name, bounded=True)
-    with FlinkRest(status.target, headers=ws.settings.flink_headers,
-                   verify=ws.settings.flink_verify) as rest:
+    with rest_client(ws.settings, status.target) as rest:
         for ns in status.nodes:
             if ns.job_id and not ns.shared_from:
                 rest.await_state(ns.job_id, {"finished", "failed", "canceled"}, timeout)

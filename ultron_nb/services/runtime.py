@@ -61,8 +61,8 @@ def up(ws: Workspace, *, port: int | None = None, slots: int | None = None,
     if ws.settings.flink_url:
         cluster = cluster_status(ws.settings)
         if not cluster.running:
-            raise ClusterError(f"the remote Flink cluster at {ws.settings.flink_url} does not "
-                               f"answer: {cluster.message}")
+            raise ClusterError(f"the remote Flink cluster at {cluster.url} does not answer: "
+                               f"{cluster.message}")
     else:
         cluster = _cluster(ws, port, slots).up()
     pid = None
@@ -81,10 +81,11 @@ def down(ws: Workspace, *, port: int | None = None) -> RuntimeStatus:
     if stop_daemon(ws.settings):
         notes.append("scheduler stopped")
     if ws.settings.flink_url:
-        notes.append(f"the remote cluster at {ws.settings.flink_url} is left running")
         from ultron_nb.engines.flink.cluster import cluster_status
 
-        return RuntimeStatus(cluster_status(ws.settings), None, notes)
+        cluster = cluster_status(ws.settings)
+        notes.append(f"the remote cluster at {cluster.url} is left running")
+        return RuntimeStatus(cluster, None, notes)
     cluster = _cluster(ws, port, None)
     if cluster.down():
         notes.append("local Flink cluster stopped")

@@ -1,7 +1,8 @@
 """Experiments, node instances and jobs in the metadata store (repository functions).
 
 Every function takes an open connection (``db.read()`` / ``db.write()``), so callers
-group several changes into one transaction.
+group several changes into one transaction. Cluster URLs are stored without credentials
+(they stay in the settings the user gave).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sqlalchemy import Connection, func, insert, select, update
 from ultron_nb.errors import NotFoundError
 from ultron_nb.store.schema import experiment_nodes, experiments, jobs
 from ultron_nb.store.schema import node_instances as instances
+from ultron_nb.urls import strip_credentials
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,8 @@ def create_experiment(
     now = time.time()
     conn.execute(insert(experiments).values(
         name=name, flow_name=flow_name, flow_version=flow_version, params=params, label=label,
-        target=target, state=state, parent=parent, created_at=now, updated_at=now,
+        target=strip_credentials(target), state=state, parent=parent, created_at=now,
+        updated_at=now,
     ))
     return get_experiment(conn, name)
 
@@ -191,14 +194,16 @@ def save_instance(conn: Connection, inst: InstanceRow) -> InstanceRow:
     now = time.time()
     if get_instance(conn, inst.id) is None:
         conn.execute(insert(instances).values(
-            id=inst.id, identity=inst.identity, target=inst.target, node_name=inst.node_name,
+            id=inst.id, identity=inst.identity, target=strip_credentials(inst.target),
+            node_name=inst.node_name,
             flow_name=inst.flow_name, flow_version=inst.flow_version, params=inst.params,
             upstream=inst.upstream, output=inst.output, state=inst.state, created_at=now,
             updated_at=now,
         ))
     else:
         conn.execute(update(instances).where(instances.c.id == inst.id).values(
-            target=inst.target, upstream=inst.upstream, output=inst.output, state=inst.state,
+            target=strip_credentials(inst.target), upstream=inst.upstream, output=inst.output,
+            state=inst.state,
             updated_at=now,
         ))
     result = get_instance(conn, inst.id)
@@ -309,7 +314,7 @@ def instances_of(conn: Connection, identities: list[str], target: str) -> list[I
     if not identities:
         return []
     rows = conn.execute(select(instances).where(instances.c.identity.in_(identities),
-                                                instances.c.target == target)
+                                                instances.c.target == strip_credentials(target))
                         .order_by(instances.c.created_at))
     return [_instance(r) for r in rows]
 
@@ -368,7 +373,8 @@ def add_job(
     trigger_id: int | None = None,
 ) -> JobRow:
     result = conn.execute(insert(jobs).values(
-        instance_id=instance_id, engine=engine, external_id=external_id, target=target,
+        instance_id=instance_id, engine=engine, external_id=external_id,
+        target=strip_credentials(target),
         state=state, attempt=attempt, savepoint=savepoint, error=error, started_at=time.time(),
         trigger_id=trigger_id,
     ))

@@ -16,7 +16,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 
@@ -41,10 +41,22 @@ flow_versions = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("flow_id", Integer, ForeignKey("flows.id"), nullable=False),
     Column("version", Integer, nullable=False),
+    # The flow's nodes; each node's body is a reference into node_bodies (schema 3).
     Column("spec", JSON, nullable=False),
     Column("change", Text, nullable=False, default=""),  # what this version changed
     Column("created_at", Float, nullable=False),
     UniqueConstraint("flow_id", "version"),
+)
+
+# Node bodies (SQL, Python, column lists) by content: stored once however many versions of
+# however many flows use them (schema 3).
+node_bodies = Table(
+    "node_bodies",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("body", Text, nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
 )
 
 experiments = Table(
@@ -56,7 +68,8 @@ experiments = Table(
     Column("flow_version", Integer, nullable=False),
     Column("params", JSON, nullable=False),
     Column("label", String(128), nullable=False),
-    Column("target", Text, nullable=False),  # Flink REST URL the experiment runs on
+    # Flink REST URL the experiment runs on, without credentials (schema 3)
+    Column("target", Text, nullable=False),
     Column("state", String(32), nullable=False),
     Column("parent", String(128)),
     Column("created_at", Float, nullable=False),

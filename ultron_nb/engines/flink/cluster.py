@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ultron_nb.config import Settings
-from ultron_nb.engines.flink.rest import FlinkRest
+from ultron_nb.engines.flink.rest import FlinkRest, rest_client
 from ultron_nb.errors import ClusterError
 from ultron_nb.processes import pid_alive
 
@@ -174,8 +174,8 @@ def cluster_status(settings: Settings, url: str | None = None) -> ClusterStatus:
     target = url or settings.flink_url
     if not target:
         return LocalCluster(settings).status()
-    status = ClusterStatus(url=target.rstrip("/"), running=False, local=False)
-    with FlinkRest(target, headers=settings.flink_headers, verify=settings.flink_verify) as rest:
+    with rest_client(settings, target) as rest:
+        status = ClusterStatus(url=rest.url, running=False, local=False)
         try:
             return _fill_from_rest(status, rest)
         except ClusterError as exc:

@@ -2,7 +2,14 @@
 
 Every request goes through :meth:`FlinkRest.request`, which turns transport failures into a
 :class:`~ultron_nb.errors.ClusterError` naming the URL, a 404 on a job into
-:class:`~ultron_nb.errors.NotFoundError`, and Flink's error bodies into one readable line.
+:class:`~ultron_nb.errors.NotFoundError`, and Flink's error bodies into one readable line; a
+server that is not Flink (an HTML page, an empty answer) is said to be one, never pasted.
+
+Credentials: a URL's ``user:password@`` becomes HTTP Basic authentication and leaves the
+URL, so :attr:`FlinkRest.url` — which every message, log line and stored target uses — never
+carries them. :func:`rest_client` gives a client of a (stored, credential-free) target the
+credentials the user configured for the same server (``flink_url``), or those a URL of this
+process gave for it before.
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ from typing import Any
 
 import httpx
 
+from ultron_nb.config import Settings
 from ultron_nb.errors import ClusterError, JobFailedError, NotFoundError
+from ultron_nb.urls import endpoint, split_credentials
 
 log = logging.getLogger(__name__)
 
@@ -68,21 +77,82 @@ class JobInfo:
         )
 
 
+#: Credentials URLs of this process gave per endpoint (see :func:`credentials_for`).
+_CREDENTIALS: dict[tuple[str, str, int], tuple[str, str]] = {}
+
+Credentials = tuple[str, str]
+
+
+def credentials_for(url: str, configured: str = "") -> Credentials | None:
+    """The credentials to use for ``url``: its own; else those of ``configured`` (the
+    ``flink_url`` setting) when it names the same server; else those a URL of this process
+    gave for that server."""
+    _, own = split_credentials(url)
+    if own is not None:
+        return own
+    if configured:
+        _, theirs = split_credentials(configured)
+        if theirs is not None and endpoint(configured) == endpoint(url):
+            return theirs
+    return _CREDENTIALS.get(endpoint(url))
+
+
+def remember_credentials(url: str) -> str:
+    """Keep the credentials of ``url`` (if any) for later clients of its server in this
+    process; ``url`` without them."""
+    clean, given = split_credentials(url)
+    if given is not None:
+        _CREDENTIALS[endpoint(clean)] = given
+    return clean
+
+
+def basic_auth_header(credentials: Credentials | None) -> dict[str, str]:
+    """The ``Authorization`` header of HTTP Basic authentication (empty without)."""
+    if credentials is None:
+        return {}
+    import base64
+
+    token = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def rest_client(settings: Settings, url: str, **kwargs: Any) -> FlinkRest:
+    """A client of the cluster at ``url`` with the configured headers, TLS setting and
+    credentials (:func:`credentials_for`)."""
+    return FlinkRest(url, headers=settings.flink_headers, verify=settings.flink_verify,
+                     auth=credentials_for(url, settings.flink_url), **kwargs)
+
+
+def _not_flink(response: httpx.Response) -> str:
+    kind = response.headers.get("content-type", "").split(";")[0].strip()
+    what = f"a {kind} page" if kind else ("an empty answer" if not response.content
+                                          else "an answer that is not JSON")
+    return f"it answered {what}, not Flink's JSON: is this a Flink REST endpoint?"
+
+
 def _flink_errors(response: httpx.Response) -> str:
-    """The useful part of a Flink error body ({"errors": [...]})."""
+    """The useful part of a Flink error body ({"errors": [...]}), one line."""
     try:
         body = response.json()
     except ValueError:
-        return response.text.strip()[:300]
+        return _not_flink(response)
     errors = body.get("errors") if isinstance(body, dict) else None
     if not errors:
-        return str(body)[:300]
+        return " ".join(str(body).split())[:300]
     text = str(errors[0])
     # Flink puts a whole stack trace into the first error; keep the most specific line.
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     causes = [ln for ln in lines if ln.startswith("Caused by:")]
     best = causes[-1][len("Caused by:"):].strip() if causes else lines[0] if lines else text
     return best[:500]
+
+
+def _is_json(response: httpx.Response) -> bool:
+    try:
+        response.json()
+    except ValueError:
+        return False
+    return True
 
 
 def root_cause_line(stacktrace: str) -> str:
@@ -111,13 +181,17 @@ class FlinkRest:
         headers: Mapping[str, str] | None = None,
         verify: bool | str = True,
         timeout: float = 10.0,
+        auth: Credentials | None = None,
     ):
-        self.url = url.rstrip("/")
+        clean, given = split_credentials(url)
+        self.url = remember_credentials(url).rstrip("/")
         self.headers = dict(headers or {})
         self.verify = verify
+        credentials = auth or given or _CREDENTIALS.get(endpoint(clean))
+        self.authenticated = credentials is not None
         self._client = httpx.Client(
             base_url=self.url, headers=self.headers, verify=_tls_context(verify),
-            timeout=timeout,
+            timeout=timeout, auth=httpx.BasicAuth(*credentials) if credentials else None,
         )
 
     def __repr__(self) -> str:
@@ -152,8 +226,14 @@ class FlinkRest:
         except httpx.TransportError as exc:
             reason = str(exc) or type(exc).__name__
             raise ClusterError(f"cannot reach Flink at {self.url}: {reason}") from None
-        if response.status_code == 404 and job is not None:
+        if response.status_code == 404 and job is not None and _is_json(response):
             raise NotFoundError(f"Flink at {self.url} has no job {job}")
+        if response.status_code in (401, 403):
+            hint = ("its credentials were refused" if self.authenticated else
+                    "it needs credentials: give them in flink_url "
+                    "(ULTRON_FLINK_URL=http://USER:PASSWORD@host:port)")
+            raise ClusterError(f"Flink at {self.url} refused {method} {path} "
+                               f"({response.status_code}): {hint}")
         if response.status_code >= 400:
             raise ClusterError(
                 f"Flink at {self.url} refused {method} {path} "
@@ -164,21 +244,28 @@ class FlinkRest:
         try:
             return response.json()
         except ValueError:
-            raise ClusterError(
-                f"{self.url}{path} did not answer JSON: is this a Flink REST endpoint?"
-            ) from None
+            raise ClusterError(f"{self.url}{path}: {_not_flink(response)}") from None
 
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs)
 
+    def get_object(self, path: str, method: str = "GET", **kwargs: Any) -> dict[str, Any]:
+        """A request whose answer must be a JSON object (what Flink answers)."""
+        body = self.request(method, path, **kwargs)
+        if not isinstance(body, dict):
+            what = "nothing" if body is None else f"a JSON {type(body).__name__}"
+            raise ClusterError(f"{self.url}{path} answered {what}, not Flink's JSON object: "
+                               "is this a Flink REST endpoint?")
+        return body
+
     # ---------------------------------------------------------------- cluster
     def overview(self) -> dict[str, Any]:
         """``GET /overview``: task managers, slots, job counts, Flink version."""
-        return dict(self.get("/overview"))
+        return self.get_object("/overview")
 
     def jobs_overview(self) -> list[dict[str, str]]:
         """``GET /jobs/overview``: each job's ``jid``, ``name`` and ``state`` (lower case)."""
-        body = self.get("/jobs/overview") or {}
+        body = self.get_object("/jobs/overview")
         return [{"jid": str(j.get("jid")), "name": str(j.get("name", "")),
                  "state": str(j.get("state", "")).lower()} for j in body.get("jobs", [])]
 
@@ -199,25 +286,26 @@ class FlinkRest:
     # ---------------------------------------------------------------- jobs
     def job_ids(self) -> dict[str, str]:
         """``GET /jobs``: every job id the cluster knows, with its state (lower case)."""
-        body = self.get("/jobs")
+        body = self.get_object("/jobs")
         return {j["id"]: str(j["status"]).lower() for j in body.get("jobs", [])}
 
     def jobs(self) -> list[JobInfo]:
         """``GET /jobs/overview``: every job with name and state, newest first."""
-        body = self.get("/jobs/overview")
+        body = self.get_object("/jobs/overview")
         items = [JobInfo.from_json(j) for j in body.get("jobs", [])]
         return sorted(items, key=lambda j: j.start_time or 0.0, reverse=True)
 
     def job(self, job_id: str) -> JobInfo:
         """``GET /jobs/<id>``: state, times and vertices of one job."""
-        return JobInfo.from_json(self.get(f"/jobs/{job_id}", job=job_id))
+        return JobInfo.from_json(self.get_object(f"/jobs/{job_id}", job=job_id))
 
     def job_state(self, job_id: str) -> str:
         return self.job(job_id).state
 
     def root_cause(self, job_id: str) -> str | None:
         """The root cause of the job's latest failure (one line), or None."""
-        body = self.get(f"/jobs/{job_id}/exceptions", params={"maxExceptions": 1}, job=job_id)
+        body = self.get_object(f"/jobs/{job_id}/exceptions", params={"maxExceptions": 1},
+                               job=job_id)
         entries = (body.get("exceptionHistory") or {}).get("entries") or []
         if entries:
             entry = entries[0]
@@ -237,7 +325,7 @@ class FlinkRest:
         body: dict[str, Any] = {"cancel-job": cancel}
         if target_directory:
             body["target-directory"] = target_directory
-        answer = self.request("POST", f"/jobs/{job_id}/savepoints", json=body, job=job_id)
+        answer = self.get_object(f"/jobs/{job_id}/savepoints", "POST", json=body, job=job_id)
         return str(answer["request-id"])
 
     def trigger_stop(
@@ -247,7 +335,7 @@ class FlinkRest:
         body: dict[str, Any] = {"drain": drain}
         if target_directory:
             body["targetDirectory"] = target_directory
-        answer = self.request("POST", f"/jobs/{job_id}/stop", json=body, job=job_id)
+        answer = self.get_object(f"/jobs/{job_id}/stop", "POST", json=body, job=job_id)
         return str(answer["request-id"])
 
     def await_savepoint(self, job_id: str, trigger_id: str, timeout: float = 120.0) -> str:
@@ -255,7 +343,7 @@ class FlinkRest:
         deadline = time.monotonic() + timeout
         delay = 0.2
         while True:
-            body = self.get(f"/jobs/{job_id}/savepoints/{trigger_id}", job=job_id)
+            body = self.get_object(f"/jobs/{job_id}/savepoints/{trigger_id}", job=job_id)
             if (body.get("status") or {}).get("id") == "COMPLETED":
                 op = body.get("operation") or {}
                 if "location" in op:
@@ -312,7 +400,7 @@ class FlinkRest:
     # ---------------------------------------------------------------- watermarks
     def plan(self, job_id: str) -> list[dict[str, Any]]:
         """The job graph's nodes (``GET /jobs/<id>/plan``), each with its ``inputs``."""
-        body = self.get(f"/jobs/{job_id}/plan", job=job_id)
+        body = self.get_object(f"/jobs/{job_id}/plan", job=job_id)
         return list((body.get("plan") or {}).get("nodes", []))
 
     def sink_vertices(self, job_id: str) -> list[str]:

@@ -32,6 +32,19 @@ log = logging.getLogger(__name__)
 _LOCK = threading.RLock()
 _GATEWAY_HEADERS: str | None = None
 _HEADERS_ENV = "FLINK_REST_CLIENT_HEADERS"
+#: PyFlink starts a Python worker-pool gRPC server on ``[::]:0`` for every local table
+#: environment ("loopback" mode), one per call, never closed; in "process" mode it starts
+#: none (Python functions, if a query had any, run in worker processes of their own).
+_WORKER_MODE_ENV = "_python_worker_execution_mode"
+LOOPBACK = "127.0.0.1"
+#: A query run in this process runs in a mini cluster: every server of it on loopback.
+LOCAL_EXECUTION = {
+    "rest.address": LOOPBACK,
+    "rest.bind-address": LOOPBACK,
+    "jobmanager.bind-host": LOOPBACK,
+    "taskmanager.bind-host": LOOPBACK,
+    "taskmanager.host": LOOPBACK,
+}
 
 Mode = Literal["stream", "batch"]
 
@@ -104,6 +117,13 @@ def target_configuration(
     return conf
 
 
+def expect_rest_headers(headers: Mapping[str, str]) -> None:
+    """Headers the PyFlink JVM's REST client must send (credentials of the configured
+    cluster): they are read from its environment when it starts, so say them before any
+    PyFlink use in this process (an ad-hoc query starts the JVM too)."""
+    _ensure_gateway_headers(headers)
+
+
 def _ensure_gateway_headers(headers: Mapping[str, str]) -> None:
     """Flink's REST client reads extra headers from its JVM's environment (set before start)."""
     global _GATEWAY_HEADERS
@@ -136,7 +156,15 @@ def table_environment(mode: Mode, conf: Mapping[str, str]) -> Any:
             configuration.set_string(key, str(value))
         builder = EnvironmentSettings.new_instance()
         builder = builder.in_streaming_mode() if mode == "stream" else builder.in_batch_mode()
-        env = TableEnvironment.create(builder.with_configuration(configuration).build())
+        given = os.environ.get(_WORKER_MODE_ENV)
+        os.environ[_WORKER_MODE_ENV] = "process"  # no worker-pool server (see above)
+        try:
+            env = TableEnvironment.create(builder.with_configuration(configuration).build())
+        finally:
+            if given is None:
+                os.environ.pop(_WORKER_MODE_ENV, None)
+            else:
+                os.environ[_WORKER_MODE_ENV] = given
         _gateway_started()
         return env
 
@@ -303,7 +331,8 @@ def collect(
     Used for ad-hoc SQL over flow tables: it does not take slots from the experiments'
     cluster and needs no cluster at all.
     """
-    settings = {"parallelism.default": "1", "pipeline.name": f"ultron {name}"}
+    settings = {**LOCAL_EXECUTION, "parallelism.default": "1",
+                "pipeline.name": f"ultron {name}"}
     settings.update(conf or {})
     env = table_environment(mode, settings)
     _run_statements(env, name, statements)
