@@ -158,7 +158,7 @@ class Database:
         self.read_only = ""
         try:
             parsed = make_url(self.url)
-        except ArgumentError:
+        except (ArgumentError, ValueError):
             raise StoreError(
                 f"metadata store URL {mask_password(url)!r} is not a database URL (e.g. "
                 "sqlite:////path/to/ultron.db or postgresql://user@host/db)") from None
@@ -167,8 +167,9 @@ class Database:
         else:
             try:
                 self.engine = create_engine(self.url, pool_pre_ping=True, pool_size=4)
-            except (SQLAlchemyError, ImportError) as exc:
-                raise StoreError(f"cannot use metadata store {self.safe_url}: {exc}") from None
+            except (SQLAlchemyError, ImportError, ValueError) as exc:
+                raise StoreError(f"cannot use metadata store {self.safe_url}: "
+                                 f"{mask_password(str(exc))}") from None
         self._ready = False
         self._lock = threading.Lock()
 
@@ -219,7 +220,7 @@ class Database:
         """The URL without its password (for messages)."""
         try:
             return make_url(self.url).render_as_string(hide_password=True)
-        except ArgumentError:
+        except (ArgumentError, ValueError):
             return mask_password(self.url)
 
     @property
