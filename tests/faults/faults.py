@@ -66,11 +66,18 @@ def sqlite_path(home: Path) -> Path:
     return home / "ultron.db"
 
 
+def _read_only(db: Path) -> sqlite3.Connection:
+    """A connection that cannot change ``db`` (immutable when no writer has it open, which
+    also works on a read-only file system)."""
+    shm = db.with_name(db.name + "-shm")
+    return sqlite3.connect(f"file:{db}?mode=ro" + ("" if shm.exists() else "&immutable=1"),
+                           uri=True)
+
+
 def row_hashes(db: Path) -> dict[str, str]:
     """Per table of the SQLite store ``db``: a hash of all its rows (order-free), read
     without writing anything."""
-    uri = f"file:{db}?mode=ro"
-    con = sqlite3.connect(uri, uri=True)
+    con = _read_only(db)
     try:
         tables = [r[0] for r in con.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
@@ -85,7 +92,7 @@ def row_hashes(db: Path) -> dict[str, str]:
 
 def table_rows(db: Path) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table of the SQLite store ``db``."""
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    con = _read_only(db)
     try:
         tables = [r[0] for r in con.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'")]

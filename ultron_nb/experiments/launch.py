@@ -208,6 +208,7 @@ def launch(
     :class:`SqlError`, too few free task slots :class:`ClusterError`, before anything is
     recorded. ``parent`` records the experiment this one was cloned from.
     """
+    ws.db.check_writable()  # nothing could be recorded: say so before asking any cluster
     flow = ws.flow(flow_name)
     if len(flow) == 0:
         raise FlowError(f"flow {flow_name!r} has no nodes")

@@ -305,6 +305,12 @@ class Database:
             )
         metadata.create_all(conn, checkfirst=True)
 
+    def check_writable(self) -> None:
+        """Refuse at once (one line naming the file) when the store cannot be written."""
+        if self.read_only:
+            raise StoreError(f"cannot write to the metadata store {self.where}: "
+                             f"{self.read_only} (reading verbs still work)")
+
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A write transaction: all or nothing; concurrent writers wait their turn.
@@ -314,9 +320,7 @@ class Database:
         transaction-scoped advisory lock. A read-only store refuses at once, naming the file;
         a database failure (full disk, lost connection) is a :class:`StoreError`.
         """
-        if self.read_only:
-            raise StoreError(f"cannot write to the metadata store {self.where}: "
-                             f"{self.read_only} (reading verbs still work)")
+        self.check_writable()
         try:
             with self.engine.connect().execution_options(ultron_write=True) as conn, \
                     conn.begin():
