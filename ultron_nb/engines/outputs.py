@@ -165,7 +165,8 @@ def table_files(name: str, output: Mapping[str, Any] | None, *, what: str) -> Ta
             raise DataError(f"{what}: input {name!r}: cannot tell the format of {path}")
         return TableFiles(name, (str(path),), fmt, columns)
     if not path.exists():
-        raise DataError(f"{what}: input {name!r}: nothing at {path}")
+        kind_of = f" ({output['kind']})" if output.get("kind") else ""
+        raise DataError(f"{what}: input {name!r}{kind_of}: nothing at {path}")
     found = sorted(p for p in path.rglob("*") if p.is_file() and detect_format(p.name)
                    and not any(part.startswith((".", "_"))
                                for part in p.relative_to(path).parts))

@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from ultron_nb.errors import StoreError
+from ultron_nb.errors import StoreError, UltronError
 from ultron_nb.events import append_event
 from ultron_nb.events.keys import SENDER_RUNNER, NodeState, status_key
 from ultron_nb.files import open_private, private_dir
@@ -211,7 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["exec-node"]:
         try:
             return exec_node(argv[1], int(argv[2]), argv[3])
-        except Exception:
+        except UltronError as exc:  # ultron's own refusal (missing input ...): one line
+            sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
+            return 1
+        except Exception:  # the node's own code: its traceback is what helps
             traceback.print_exc()
             return 1
     sys.stderr.write("usage: python -m ultron_nb.runners.process run-node SPEC | "

@@ -68,6 +68,8 @@ def _v2_to_v3(conn: Connection) -> None:
     """Node bodies stored once by content (``node_bodies``); no credentials in targets."""
     from ultron_nb.store.flows import store_bodies
 
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("PRAGMA secure_delete = ON")  # no old password in free pages
     node_bodies.create(conn, checkfirst=True)
     for row in conn.execute(select(flow_versions.c.id, flow_versions.c.spec)).all():
         spec = store_bodies(conn, row.spec)
