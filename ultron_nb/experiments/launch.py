@@ -159,12 +159,12 @@ def _prepare(ws: Workspace, flow: Flow, plan: Plan, runners: Runners, *, compile
     outputs: dict[str, dict[str, Any]] = {}
     states: dict[str, str] = {}
     for p in plan.nodes:
-        if p.step is Step.SHARE:
-            continue
         node = flow[p.node]
-        if node.resource_type is ResourceType.TOPIC:
+        if node.resource_type is ResourceType.TOPIC:  # shared or not, what it holds now
             check_schema(ws.resource_path(node), [(c.name, c.type) for c in node.columns],
                          who=f"node {p.node!r}")
+        if p.step is Step.SHARE:
+            continue
         if node.kind is Kind.RESOURCE:
             outputs[p.node] = {"kind": str(node.resource_type),
                                "layout": "topic" if str(node.resource_type) == "topic"
