@@ -96,7 +96,7 @@ def test_a_run_killed_with_sigkill_says_so(workdir: Path, scheduler: Settings) -
     out = wait_until(lambda: "failed" in (s := _status(workdir, "e1")) and s, 60,
                      "the run to be recorded as failed")
     assert "error: killed by SIGKILL (9)" in out, out
-    error = [j for j in table_rows(store)["jobs"] if j[5] == "failed"][0]
+    error = next(j for j in table_rows(store)["jobs"] if j[5] == "failed")
     assert "killed by SIGKILL (9)" in str(error), error
 
 

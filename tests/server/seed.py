@@ -3,8 +3,8 @@
 Used by the server tests and ``bench/panel_bench.py`` to have many experiments and nodes in
 the store: each experiment runs flow ``wide`` (2 topics and a chain of Flink nodes), its
 nodes recorded with jobs in ended states (finished, stopped with a savepoint, failed with an
-error, canceled), some nodes shared from the first experiment, some targets with a password
-in the URL — the mix a store holds after weeks of use.
+error, canceled), some nodes shared from the first experiment, some launched on a URL with a
+password (which the store keeps without it) — the mix a store holds after weeks of use.
 """
 
 from __future__ import annotations

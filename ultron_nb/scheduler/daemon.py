@@ -25,6 +25,7 @@ from typing import Any
 
 from ultron_nb.config import Settings, load_settings
 from ultron_nb.errors import UltronError
+from ultron_nb.files import private_dir
 from ultron_nb.logs import configure_process_logging
 from ultron_nb.runners.registry import RUNNERS, Runners
 from ultron_nb.scheduler.loop import Scheduler
@@ -70,12 +71,15 @@ def start_daemon(settings: Settings, *, timeout: float = 30.0,
     if running and running > 0:
         return running
     _, _, log_file = paths(settings)
-    log_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(settings.home)
+    private_dir(log_file.parent)
     out_file = log_file.with_suffix(".out")
     command = [sys.executable, "-m", "ultron_nb.scheduler.daemon",
                "--home", str(settings.home), *args]
     environment = dict(os.environ if env is None else env)
     environment["ULTRON_DB_URL"] = settings.database_url  # not on the command line: ps shows it
+    if settings.flink_url:  # with its credentials, if any: the daemon talks to that cluster
+        environment["ULTRON_FLINK_URL"] = settings.flink_url
     with open(out_file, "ab") as out:
         os.chmod(out_file, 0o600)
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
