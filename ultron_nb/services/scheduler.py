@@ -74,6 +74,8 @@ from ultron_nb.config import Settings, load_settings
 from ultron_nb.errors import EngineError, NotFoundError, UltronError
 from ultron_nb.events import DEFAULT_NAMESPACE, Event, Listener, append_event, get_event
 from ultron_nb.events import send_event as _send_event
+from ultron_nb.events.model_keys import in_scope, parse_occurrence, scope_chain, subscribed_keys
+from ultron_nb.events.model_keys import occurrence as event_occurrence
 from ultron_nb.flow import Action, ControlEdge, Flow, Kind, Node, Trigger, condition_holds
 from ultron_nb.flow.edges import parse_interval
 from ultron_nb.processes import process_alive, process_identity
@@ -296,6 +298,25 @@ ACTION_FACTORIES: dict[str, str] = {
 }
 
 
+#: Watchers the daemon polls every tick (``poll() -> events sent``): name → "module:class",
+#: called as ``factory(db, settings)``.
+WATCHER_FACTORIES: dict[str, str] = {
+    "models": "ultron_nb.services.model_events:RegistryWatcher",
+}
+WATCH_TICK = 0.1  # the loop's longest wait while watchers run (seconds)
+
+
+def default_watchers(db: Database, settings: Settings) -> list[Any]:
+    """Every watcher of :data:`WATCHER_FACTORIES` that loads."""
+    out = []
+    for name, spec in WATCHER_FACTORIES.items():
+        try:
+            out.append(load_factory(spec)(db, settings))
+        except Exception as exc:
+            log.error("no %s watcher: %s: %s", name, spec, exc)
+    return out
+
+
 def load_factory(spec: str) -> Callable[..., Any]:
     """The callable named by ``module:attribute``."""
     module_name, _, attr = spec.partition(":")
@@ -383,6 +404,7 @@ class _Experiment:
     created_at: float
     flow: Flow
     members: dict[str, _Member]
+    chain: tuple[str, ...] = ()  # itself, its parent, ..., its root (model scopes)
 
     @property
     def active(self) -> bool:
@@ -443,6 +465,7 @@ class Scheduler:
         stop_timeout: float = 30.0,
         claim_grace: float = 60.0,
         clock: Callable[[], float] = time.time,
+        watchers: Sequence[Any] | None = None,
     ):
         self.db = db
         self.settings = settings
@@ -464,6 +487,7 @@ class Scheduler:
         self._saved_state = copy.deepcopy(self._state)  # as persisted with the cursor
         self._listener = Listener(db, None, namespace=DEFAULT_NAMESPACE,
                                   since_id=self._persisted_cursor, poll=poll)
+        self._watchers = list(default_watchers(db, settings) if watchers is None else watchers)
         log.info("scheduler on %s resumes after event %d", db.safe_url, self._persisted_cursor)
 
     # ------------------------------------------------------------------ persisted state
@@ -519,6 +543,11 @@ class Scheduler:
                                   flow, {})
                 exps[row.name] = exp
                 by_id[int(row.id)] = exp
+            if exps:
+                parents = {r.name: r.parent for r in conn.execute(
+                    select(experiments.c.name, experiments.c.parent))}
+                for exp in exps.values():
+                    exp.chain = scope_chain(exp.name, parents)
             if by_id:
                 members = conn.execute(
                     select(experiment_nodes.c.experiment_id, experiment_nodes.c.node_name,
@@ -545,7 +574,8 @@ class Scheduler:
                     if edge.trigger is Trigger.PERIODIC:
                         model.periodic.append((exp.name, edge))
                     elif edge.trigger is Trigger.EVENT and edge.event_key:
-                        model.by_event.setdefault(edge.event_key, []).append((exp.name, edge))
+                        for key in subscribed_keys(edge.event_key, exp.chain):
+                            model.by_event.setdefault(key, []).append((exp.name, edge))
                     elif edge.source and edge.source in exp.flow:
                         owner = exp.owner(edge.source)
                         if edge.trigger is Trigger.AFTER and edge.schedule and \
@@ -591,11 +621,13 @@ class Scheduler:
             end = int(occurrence[2:])
             size = int((parse_interval(control.schedule) or 0) * 1000)
             return {"window_start": end - size, "window_end": end, "source": control.source}
-        if occurrence.startswith("v") and control is not None and control.event_key:
-            version = int(occurrence[1:])
-            event = get_event(conn, control.event_key, version) if conn is not None else \
-                get_event(self.db, control.event_key, version)
-            return {"event": {"key": control.event_key, "version": version,
+        parsed = parse_occurrence(occurrence, control.event_key) \
+            if control is not None and control.event_key else None
+        if parsed is not None:
+            key, version = parsed
+            event = get_event(conn, key, version) if conn is not None else \
+                get_event(self.db, key, version)
+            return {"event": {"key": key, "version": version,
                               "value": event.value if event else None}}
         if occurrence.startswith("run") and control is not None:
             return {"source": control.source, "run": int(occurrence[3:])}
@@ -693,6 +725,8 @@ class Scheduler:
             exp = model.experiments.get(exp_name)
             if exp is None or not exp.active or event.created_at < exp.created_at:
                 continue
+            if not in_scope(event.key, event.value, exp.chain):
+                continue  # a model version of another experiment's line
             if edge.condition == "changed" and not previous_loaded and event.version > 1:
                 before = get_event(conn, event.key, event.version - 1)
                 previous, previous_loaded = (before.value if before else None), True
@@ -705,7 +739,9 @@ class Scheduler:
                 holds = False
             if holds:
                 planned.append(_Planned(exp_name, edge.target, edge_id(edge),
-                                        f"v{event.version}", str(edge.action)))
+                                        event_occurrence(edge.event_key or event.key,
+                                                         event.key, event.version),
+                                        str(edge.action)))
 
     def _on_control(self, event: Event, planned: list[_Planned], stops: list[str],
                     model: _Model) -> None:
@@ -785,6 +821,11 @@ class Scheduler:
         """Read new events (waiting up to ``wait`` seconds for one), commit the triggers
         they and the clock cause with the cursor, then carry out pending triggers.
         Returns the number of events read."""
+        for watcher in self._watchers:  # e.g. registry changes → model events, read below
+            try:
+                watcher.poll()
+            except Exception as exc:
+                log.warning("%s failed: %s", type(watcher).__name__, exc)
         batch = self._listener.poll(timeout=wait)
         model = self._model
         if batch or model is None or time.monotonic() - self._model_at > 1.0:
@@ -1037,6 +1078,8 @@ class Scheduler:
             wait = min(0.5, self.next_tick_in(self.clock()))
             if self._inflight:
                 wait = min(wait, 0.2)
+            if self._watchers:
+                wait = min(wait, WATCH_TICK)
             try:
                 self.step(wait=wait)
             except Exception:
@@ -1046,6 +1089,10 @@ class Scheduler:
     def close(self) -> None:
         """Free the scheduler's connections (running nodes keep running)."""
         self._listener.close()
+        for watcher in self._watchers:
+            close = getattr(watcher, "close", None)
+            if callable(close):
+                close()
 
 
 def _is_interval(schedule: str) -> float | None:
@@ -1345,6 +1392,8 @@ class NodeContext:
     home: Path
     log_path: Path
     db_url: str
+    flow: str = ""
+    flow_version: int = 0
 
     @property
     def input_paths(self) -> dict[str, str]:
@@ -1381,6 +1430,20 @@ class NodeContext:
         return _send_event(open_database(self.db_url), key, value, namespace=namespace,
                            sender=f"{self.experiment}/{self.node}"[:128])
 
+    def log_model(self, model: Any = None, *, name: str, **kwargs: Any) -> Any:
+        """Record an MLflow run and register ``model`` as a new version of ``name`` with
+        this run's lineage; see :func:`ultron_nb.services.models.log_model`."""
+        from ultron_nb.services.models import log_model
+
+        return log_model(self, model, name=name, **kwargs)
+
+    @property
+    def models(self) -> Any:
+        """The model center in this experiment's alias scope (promote, resolve, load)."""
+        from ultron_nb.services.models import node_center
+
+        return node_center(self)
+
 
 def _exec_node(spec_path: str, attempt: int, log_path: str) -> int:
     """The child process that runs the node: a Python node's own code, or a DuckDB query."""
@@ -1392,6 +1455,7 @@ def _exec_node(spec_path: str, attempt: int, log_path: str) -> int:
         attempt=attempt, params=dict(spec["params"]), inputs=dict(spec["inputs"] or {}),
         output=spec["output"], trigger=dict(spec["trigger"]), home=Path(spec["home"]),
         log_path=Path(log_path), db_url=os.environ.get("ULTRON_DB_URL", ""),
+        flow=str(spec.get("flow", "")), flow_version=int(spec.get("flow_version") or 0),
     )
     if spec.get("engine") == "duckdb":
         from ultron_nb.services.duckdb_nodes import execute
@@ -1457,6 +1521,8 @@ def start_daemon(settings: Settings, *, timeout: float = 30.0,
                "--home", str(settings.home), *args]
     environment = dict(os.environ if env is None else env)
     environment["ULTRON_DB_URL"] = settings.database_url  # not on the command line: ps shows it
+    if settings.mlflow_uri:  # the registry it watches, and its Python nodes use
+        environment["ULTRON_MLFLOW_URI"] = settings.mlflow_uri
     with open(log_file, "ab") as out:
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                 start_new_session=True, cwd=str(settings.home.parent),
