@@ -9,10 +9,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ultron_nb.display import Message, Table
-from ultron_nb.events.model_keys import scope_suffix
+from ultron_nb.events.model_keys import parse_key, scope_suffix
 from ultron_nb.services.models import TAG, ModelCenter
 
 if TYPE_CHECKING:
+    from ultron_nb.flow import Flow
     from ultron_nb.services.workspace import Workspace
 
 COLUMNS = ["model", "version", "aliases", "experiment", "node", "flow", "window", "rows",
@@ -75,10 +76,12 @@ def rolled_back(name: str, registry_alias: str, now: int, before: int | None) ->
     return Message(f"model {name}: alias {registry_alias} rolled back to version {now}{was}")
 
 
-def clone_note(ws: Workspace, source: str, name: str, launches: Iterable[str]) -> list[str]:
-    """Lines for a clone plan: which models the clone trains its own versions of, and that
-    the aliases of ``source`` stay where they are. Reads the registry only when the
-    workspace has one (so a plan stays fast without models)."""
+def clone_note(ws: Workspace, source: str, name: str, launches: Iterable[str],
+               flow: Flow | None = None) -> list[str]:
+    """Lines for a clone plan: which models the clone trains its own versions of, that the
+    aliases of ``source`` stay where they are, and (given the ``flow``) which nodes on a
+    model's events are shared, so see ``source``'s versions only. Reads the registry only
+    when the workspace has one (a plan stays fast without models)."""
     launched = set(launches)
     rule = (f"models: aliases set by {name}'s nodes are its own (e.g. champion"
             f"{scope_suffix(name)}); aliases of {source} untouched")
@@ -96,8 +99,15 @@ def clone_note(ws: Workspace, source: str, name: str, launches: Iterable[str]) -
     lines += [f"models: {model} comes from {source}'s shared node "
               f"{', '.join(sorted(nodes))}; {name} reads {source}'s aliases"
               for model, nodes in sorted(shared.items()) if model not in own]
+    for node in flow or ():
+        if node.name in launched:
+            continue
+        for edge in node.triggers:
+            parsed = parse_key(edge.event_key or "")
+            if parsed and parsed[0] in own:
+                lines.append(f"models: {node.name} (on {edge.event_key}) is shared with "
+                             f"{source}: it sees {source}'s versions of {parsed[0]} only")
     return lines or [rule]
-
 
 __all__ = ["clone_note", "lineage_table", "models_table"]
 

@@ -181,8 +181,14 @@ class ModelCenter:
         from mlflow.entities import Metric, Param
 
         check_name(name)
+        if alias is not None:
+            _check_alias(alias)
         if model is None and path is None:
             raise ConfigError(f"log_model {name!r}: pass the model, or path= of a saved one")
+        if path is None:
+            from ultron_nb.engines.mlflow import flavors
+
+            flavors.check(model, flavor)
         client = self.client
         lineage_tags = lineage.tags()
         exp_id = self.store.experiment_id(lineage.experiment, {

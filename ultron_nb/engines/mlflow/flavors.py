@@ -53,19 +53,25 @@ def flavor_of(model: Any, flavor: str = "auto") -> str:
     return "pickle"
 
 
-def save(model: Any, path: Path, flavor: str = "auto") -> str:
-    """Save ``model`` as an MLflow model directory at ``path``; the flavor used."""
+def check(model: Any, flavor: str = "auto") -> str:
+    """The flavor ``model`` will be saved with, or a :class:`ConfigError` saying why not."""
     chosen = flavor_of(model, flavor)
     if chosen != "sklearn" and not (callable(getattr(model, "predict", None))
                                     or callable(getattr(model, "predict_proba", None))):
         raise ConfigError(f"log_model: a {type(model).__name__} has no predict or "
                           "predict_proba method (pass path= for a saved MLflow model)")
-    if chosen == "sklearn":
-        import mlflow.sklearn
+    return chosen
 
-        mlflow.sklearn.save_model(
+
+def save(model: Any, path: Path, flavor: str = "auto") -> str:
+    """Save ``model`` as an MLflow model directory at ``path``; the flavor used."""
+    chosen = check(model, flavor)
+    if chosen == "sklearn":
+        from mlflow import sklearn as mlflow_sklearn
+
+        mlflow_sklearn.save_model(
             model, str(path), serialization_format="cloudpickle",
-            pip_requirements=mlflow.sklearn.get_default_pip_requirements(True))
+            pip_requirements=mlflow_sklearn.get_default_pip_requirements(True))
     else:
         wrapped = model if chosen == "pyfunc" else PickledModel(model)
         mlflow.pyfunc.save_model(str(path), python_model=wrapped,
@@ -80,9 +86,9 @@ def load_native(path: str) -> Any:
 
     flavors = Model.load(path).flavors
     if "sklearn" in flavors:
-        import mlflow.sklearn
+        from mlflow import sklearn as mlflow_sklearn
 
-        return mlflow.sklearn.load_model(path)
+        return mlflow_sklearn.load_model(path)
     loaded = mlflow.pyfunc.load_model(path)
     inner = loaded.unwrap_python_model() if hasattr(loaded, "unwrap_python_model") else None
     if isinstance(inner, PickledModel):
