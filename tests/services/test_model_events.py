@@ -164,16 +164,23 @@ def test_restarts_repeat_nothing_and_lose_nothing(ms_settings: Settings,
                                      "aliases": {"champion": 3, "shadow": 2}}
 
 
-def test_a_registry_watched_for_the_first_time_starts_from_what_it_holds(
+def test_a_registry_watched_for_the_first_time_starts_when_watching_began(
         ms_settings: Settings, registry_client: RegistryClient) -> None:
     db = open_database(ms_settings.database_url)
     registry_client("register", name="old")
     registry_client("alias", name="old", alias="champion", version=1)
-    watcher = ready(RegistryWatcher(db, ms_settings))
-    assert all_model_events(db) == []
-    registry_client("register", name="old")
+    registry_client("pending", name="old")  # version 2, pending since before: news when READY
+    watcher = RegistryWatcher(db, ms_settings)
+    watcher.poll()  # watching begins (mlflow still imports in the background)
+    registry_client("register", name="old")  # version 3
+    registry_client("alias", name="old", alias="fresh", version=3)
+    sent = poll_until(ready(watcher), lambda got: len(got) >= 2)
+    assert summary(sent) == [("model/old/version", 3, "READY"),
+                             ("model/old/alias/fresh", 3, None)]
+    registry_client("finish", name="old", version=2)
     assert summary(poll_until(watcher, lambda got: len(got) >= 1)) == [
         ("model/old/version", 2, "READY")]
+    assert len(all_model_events(db)) == 3
 
 
 def test_a_registry_created_after_the_watcher_started_is_all_news(

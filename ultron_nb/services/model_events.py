@@ -14,7 +14,9 @@ store (``scheduler_state`` row ``models:<registry>``) and committed in the same 
 as the events it sends. A watcher that starts again diffs the registry against it, so
 what changed while no daemon ran is announced then, and nothing twice. Moves of one alias
 between two looks are one move (the registry keeps no alias history). The first time a
-registry is watched, what it already holds is the starting point.
+registry is watched, versions created before the store's oldest experiment (or before that
+moment, when there is none) and the aliases on them are the starting point: history no
+experiment waited for. Later ones are news, even if mlflow was still importing.
 
 Cheap when idle: on SQLite the registry is read only when ``PRAGMA data_version`` changed;
 elsewhere every ``interval`` seconds. ``mlflow`` is imported in a background thread the
@@ -30,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 
 from ultron_nb.config import Settings
 from ultron_nb.engines.mlflow.registry import (
@@ -48,7 +50,7 @@ from ultron_nb.engines.mlflow.registry import (
 from ultron_nb.engines.mlflow.store import MlflowStore
 from ultron_nb.events import Event, append_event
 from ultron_nb.events.model_keys import alias_key, version_key
-from ultron_nb.store.schema import scheduler_state
+from ultron_nb.store.schema import experiments, scheduler_state
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -78,7 +80,8 @@ class Cursor:
     (versions at or below ``hi`` still pending) and ``aliases`` (alias → version)."""
 
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
-    started: bool = False
+    started: bool = False  # the registry has been read once (the starting point is taken)
+    since_ms: int = 0  # when watching began: versions created before are the starting point
 
     @classmethod
     def from_json(cls, value: Any) -> Cursor:
@@ -87,10 +90,11 @@ class Cursor:
                              "waiting": [int(w) for w in v.get("waiting", [])],
                              "aliases": {str(a): int(n) for a, n in v.get("aliases", {}).items()}}
                     for k, v in dict(value.get("models", {})).items()},
-                   bool(value.get("started", False)))
+                   bool(value.get("started", False)), int(value.get("since_ms", 0)))
 
     def to_json(self, store: MlflowStore) -> dict[str, Any]:
-        return {"registry": store.safe_uri, "started": self.started, "models": self.models}
+        return {"registry": store.safe_uri, "started": self.started, "since_ms": self.since_ms,
+                "models": self.models}
 
 
 def version_value(info: VersionInfo, metrics: dict[str, float]) -> dict[str, Any]:
@@ -105,7 +109,7 @@ def diff(cursor: Cursor, models: dict[str, ModelSummary], client: MlflowClient
     """The events that bring ``cursor`` up to the registry's ``models``, and the new cursor.
     Per model: new READY versions (oldest first), then alias changes."""
     planned: list[_Planned] = []
-    out = Cursor({}, True)
+    out = Cursor({}, True, cursor.since_ms)
     for name in sorted(models):
         summary = models[name]
         old = cursor.models.get(name, {"hi": 0, "waiting": [], "aliases": {}})
@@ -147,10 +151,17 @@ def _alias_changes(name: str, old: dict[str, int], new: dict[str, int],
                                 {"version": now, "previous": before, "change": change}))
 
 
-def baseline(models: dict[str, ModelSummary]) -> Cursor:
-    """The starting point on a registry watched for the first time: what it holds now."""
-    return Cursor({m.name: {"hi": m.top, "waiting": [], "aliases": dict(m.aliases)}
-                   for m in models.values()}, True)
+def baseline(models: dict[str, ModelSummary], client: MlflowClient, since_ms: int) -> Cursor:
+    """The starting point on a registry read for the first time: its versions created before
+    ``since_ms`` and the aliases on them (pending ones still to be announced when READY)."""
+    out = Cursor({}, True, since_ms)
+    for name, summary in models.items():
+        old = [v for v in versions_after(client, name, 0) if v.created_ms < since_ms]
+        hi = max((v.version for v in old), default=0)
+        out.models[name] = {
+            "hi": hi, "waiting": [v.version for v in old if v.status == PENDING],
+            "aliases": {a: n for a, n in summary.aliases.items() if n <= hi}}
+    return out
 
 
 class RegistryWatcher:
@@ -189,6 +200,12 @@ class RegistryWatcher:
                                                             updated_at=now))
         return sent
 
+    def _since_ms(self) -> int:
+        with self.db.read() as conn:
+            oldest = conn.execute(select(func.min(experiments.c.created_at))).scalar()
+        now = time.time()
+        return int(min(now, float(oldest) if oldest is not None else now) * 1000)
+
     # ------------------------------------------------------------------ polling
     def _ready_client(self) -> MlflowClient | None:
         """The client, once ``mlflow`` is imported (in the background: it takes seconds)."""
@@ -209,22 +226,22 @@ class RegistryWatcher:
             return []
         if self._cursor is None:
             self._cursor = self._load()
+        if not self._cursor.since_ms:  # watching begins: see the module docstring
+            self._cursor = Cursor({}, False, self._since_ms())
+            self._commit([], self._cursor)
         if not self.store.exists():
-            if not self._cursor.started:  # a registry created from now on is all news
-                self._cursor = Cursor({}, True)
-                self._commit([], self._cursor)
             return []
         client = self._ready_client()
         if client is None or not self.probe.changed():
             return []
         try:
             models = read_models(client)
-            if not self._cursor.started:
-                cursor, planned = baseline(models), []
+            start = self._cursor
+            if not start.started:
+                start = baseline(models, client, start.since_ms)
                 log.info("registry %s: watching from %d models", self.store.safe_uri,
                          len(models))
-            else:
-                planned, cursor = diff(self._cursor, models, client)
+            planned, cursor = diff(start, models, client)
             self.polls += 1
             sent = self._commit(planned, cursor) if (planned or cursor != self._cursor) \
                 else []
