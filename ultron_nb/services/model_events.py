@@ -43,7 +43,6 @@ from ultron_nb.engines.mlflow.registry import (
     ModelSummary,
     VersionInfo,
     get_version,
-    read_models,
     run_metrics,
     versions_after,
 )
@@ -176,6 +175,7 @@ class RegistryWatcher:
         self._client: MlflowClient | None = None
         self._importer: threading.Thread | None = None
         self._retry_at = 0.0
+        self._exists = False
         self.polls = 0  # registry reads (for tests and benchmarks)
 
     # ------------------------------------------------------------------ the cursor
@@ -229,13 +229,15 @@ class RegistryWatcher:
         if not self._cursor.since_ms:  # watching begins: see the module docstring
             self._cursor = Cursor({}, False, self._since_ms())
             self._commit([], self._cursor)
-        if not self.store.exists():
-            return []
+        if not self._exists:
+            self._exists = self.store.exists()  # once it exists, it stays
+            if not self._exists:
+                return []
         client = self._ready_client()
         if client is None or not self.probe.changed():
             return []
         try:
-            models = read_models(client)
+            models = self.probe.models(client)
             start = self._cursor
             if not start.started:
                 start = baseline(models, client, start.since_ms)
