@@ -226,3 +226,35 @@ def test_a_new_version_among_a_thousand_is_announced_alone(ms_settings: Settings
     mc.client.create_model_version("big", "/x/new")
     sent = poll_until(watcher, lambda got: len(got) >= 1)
     assert summary(sent) == [("model/big/version", versions + 1, "READY")]
+
+
+def test_the_sqlite_read_agrees_with_mlflows_search(ms_settings: Settings) -> None:
+    from ultron_nb.engines.mlflow.registry import ChangeProbe, read_models
+
+    client = ModelCenter(ms_settings, open_database(ms_settings.database_url)).client
+    client.create_registered_model("empty")
+    client.create_registered_model("m")
+    for n in range(4):
+        client.create_model_version("m", f"/x/{n}")
+    client.set_registered_model_alias("m", "champion", "2")
+    client.set_registered_model_alias("m", "shadow", "3")
+    client.delete_model_version("m", "4")  # deleted: not the top any more
+    probe = ChangeProbe(ModelCenter(ms_settings).store)
+    assert probe.changed()
+    fast = probe.models(client)
+    assert fast == read_models(client)
+    assert fast["m"].top == 3 and fast["m"].aliases == {"champion": 2, "shadow": 3}
+    assert fast["empty"].top == 0 and fast["empty"].aliases == {}
+    probe.close()
+
+
+def test_a_registry_without_data_version_is_read_every_interval() -> None:
+    from ultron_nb.engines.mlflow.registry import ChangeProbe
+    from ultron_nb.engines.mlflow.store import MlflowStore
+
+    probe = ChangeProbe(MlflowStore("http://127.0.0.1:9", Settings().home), interval=0.2)
+    assert probe.changed() and not probe.changed()
+    deadline = time.monotonic() + 5
+    while not probe.changed():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
