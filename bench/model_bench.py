@@ -239,8 +239,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--versions", type=int, default=200)
     parser.add_argument("--moves", type=int, default=20)
-    parser.add_argument("--models", type=int, default=4)
-    parser.add_argument("--pace", type=float, default=0.25, help="seconds between versions")
+    parser.add_argument("--models", type=int, default=8)
+    parser.add_argument("--pace", type=float, default=1.0, help="seconds between versions")
     args = parser.parse_args()
     from ultron_nb.config import Settings
     from ultron_nb.engines.mlflow.store import MlflowStore

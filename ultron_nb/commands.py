@@ -352,9 +352,10 @@ def _models(p: argparse.ArgumentParser) -> Run:
     p.add_argument("--limit", type=int, default=100, help="at most this many versions")
 
     def run(ws: Any, a: argparse.Namespace, _body: str | None) -> Any:
-        from ultron_nb.services.model_views import models_table
+        from ultron_nb.services.model_views import mlflow_errors, models_table
 
-        return models_table(ws, a.name, experiment=a.experiment, limit=a.limit)
+        with mlflow_errors(ws):
+            return models_table(ws, a.name, experiment=a.experiment, limit=a.limit)
 
     return run
 
@@ -383,14 +384,15 @@ def _model(p: argparse.ArgumentParser) -> Run:
         from ultron_nb.services import model_views
 
         mc = model_views.center(ws)
-        if a.action == "promote":
-            moved = mc.promote(a.name, a.version, a.alias, experiment=a.experiment)
-            return model_views.promoted(a.name, a.version, moved)
-        if a.action == "rollback":
-            alias, now, before = mc.rollback(a.name, a.alias, to=a.to,
-                                             experiment=a.experiment)
-            return model_views.rolled_back(a.name, alias, now, before)
-        return model_views.lineage_table(ws, a.name, a.version)
+        with model_views.mlflow_errors(ws):
+            if a.action == "promote":
+                moved = mc.promote(a.name, a.version, a.alias, experiment=a.experiment)
+                return model_views.promoted(a.name, a.version, moved)
+            if a.action == "rollback":
+                alias, now, before = mc.rollback(a.name, a.alias, to=a.to,
+                                                 experiment=a.experiment)
+                return model_views.rolled_back(a.name, alias, now, before)
+            return model_views.lineage_table(ws, a.name, a.version)
 
     return run
 

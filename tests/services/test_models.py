@@ -291,3 +291,13 @@ def test_verbs_list_promote_roll_back_and_show(ms_settings: Settings, db: Databa
     with pytest.raises(UsageError, match="the following arguments are required: --alias"):
         cell("%ultron model rollback ctr_model")
     assert ModelCenter(ms_settings, db).alias_version("ctr_model", "champion") == 1
+
+
+def test_an_mlflow_failure_is_one_line_with_the_uri_masked(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch, cell: Any) -> None:
+    monkeypatch.setenv("ULTRON_MLFLOW_URI", "bogus://bot:s3cret@registry")
+    with pytest.raises(UsageError) as caught:
+        cell("%ultron models")
+    text = str(caught.value)
+    assert text.startswith("EngineError: MLflow (bogus://bot:***@registry): ")
+    assert "s3cret" not in text and "\n" not in text

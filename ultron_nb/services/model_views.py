@@ -3,12 +3,15 @@ line a clone plan prints about models."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ultron_nb.display import Message, Table
+from ultron_nb.engines.mlflow.store import MlflowStore, engine_error, error_code
+from ultron_nb.errors import UltronError
 from ultron_nb.events.model_keys import parse_key, scope_suffix
 from ultron_nb.services.models import TAG, ModelCenter
 
@@ -22,6 +25,20 @@ COLUMNS = ["model", "version", "aliases", "experiment", "node", "flow", "window"
 
 def center(ws: Workspace, experiment: str | None = None) -> ModelCenter:
     return ModelCenter(ws.settings, ws.db, experiment=experiment)
+
+
+@contextlib.contextmanager
+def mlflow_errors(ws: Workspace) -> Iterator[None]:
+    """Turn an MLflow failure into one line (an :class:`EngineError`, the URI masked)."""
+    try:
+        yield
+    except UltronError:
+        raise
+    except Exception as exc:
+        if not type(exc).__module__.startswith("mlflow") and error_code(exc) is None:
+            raise
+        store = MlflowStore.of(ws.settings)
+        raise engine_error(f"MLflow ({store.safe_uri})", exc, store) from None
 
 
 def models_table(ws: Workspace, name: str | None = None, *, experiment: str | None = None,
