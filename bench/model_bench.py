@@ -7,7 +7,9 @@ registered models, one every ``--pace`` seconds, and moves alias ``champion`` of
 model ``--moves`` times. The experiment has one Python node ``--on-model`` per model and one
 ``--on-model m0 --alias champion``; each node run records when its function started.
 Halfway, the daemon is SIGKILLed; a few versions are registered while it is down, then it is
-started again.
+started again. Alias moves pause from the kill until the restarted watcher has announced a
+version: two moves of one alias while no watcher looks are one change (the registry keeps
+no alias history).
 
 Figures per run: ``p50_ms``/``p99_ms`` from a version's registration (the client's commit) to
 the start of the node it triggered, over the versions whose wait did not span the daemon's
@@ -77,6 +79,14 @@ class Client:
         self.proc.wait(timeout=30)
 
 
+def _announced(ws: Any, name: str, version: int) -> bool:
+    """Has the watcher sent the event of ``version`` of ``name``?"""
+    from ultron_nb.events import recent
+
+    return any(e.value.get("version") == version
+               for e in recent(ws.db, f"model/{name}/version", limit=5))
+
+
 def _runs(out: Path, node: str) -> list[dict[str, Any]]:
     path = out / f"{node}.jsonl"
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
@@ -134,7 +144,10 @@ def scenario(root: Path, template: Path, *, versions: int, moves: int, models: i
             registered[(name, int(reply["version"]))] = float(reply["t"])
             if i == versions // 2 + 4:
                 pid = start_daemon(settings)
-                down, is_down = (killed, time.time()), False
+                down = (killed, time.time())
+                first_after = (name, int(reply["version"]))
+            if is_down and down is not None and _announced(ws, *first_after):
+                is_down = False  # the restarted watcher reads the registry again
             number = int(reply["version"])
             if name == "m0" and number % step == 0 and len(moved) < moves and not is_down:
                 moved[number] = float(client("alias", name="m0", alias="champion",
@@ -242,6 +255,7 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=8)
     parser.add_argument("--pace", type=float, default=1.0, help="seconds between versions")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # clean up the daemon and client
     from ultron_nb.config import Settings
     from ultron_nb.engines.mlflow.store import MlflowStore
 

@@ -290,6 +290,8 @@ def test_verbs_list_promote_roll_back_and_show(ms_settings: Settings, db: Databa
         cell("%ultron model promote nope 1 --alias champion")
     with pytest.raises(UsageError, match="the following arguments are required: --alias"):
         cell("%ultron model rollback ctr_model")
+    with pytest.raises(UsageError, match=r"^NotFoundError: no experiment 'lr9'"):
+        cell("%ultron model promote ctr_model 2 --alias champion --experiment lr9")
     assert ModelCenter(ms_settings, db).alias_version("ctr_model", "champion") == 1
 
 

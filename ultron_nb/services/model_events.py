@@ -176,6 +176,7 @@ class RegistryWatcher:
         self._importer: threading.Thread | None = None
         self._retry_at = 0.0
         self._exists = False
+        self._failures = 0  # consecutive failed reads: the next one waits 2^n s (at most 30)
         self.polls = 0  # registry reads (for tests and benchmarks)
 
     # ------------------------------------------------------------------ the cursor
@@ -250,8 +251,10 @@ class RegistryWatcher:
         except Exception:
             self.probe.close()  # look again next time, whatever data_version says
             self._cursor = None  # reload what is committed
-            self._retry_at = time.monotonic() + 1.0
+            self._failures += 1
+            self._retry_at = time.monotonic() + min(30.0, 2.0 ** self._failures)
             raise
+        self._failures = 0
         self._cursor = cursor
         for event in sent:
             log.info("registry event %s v%d: %s", event.key, event.version, _brief(event.value))

@@ -159,7 +159,13 @@ class ModelCenter:
 
     def chain(self, experiment: str | None) -> tuple[str, ...]:
         """``experiment``, its parent, ..., its root (() for a user)."""
-        return scope_chain(experiment, self._parents()) if experiment else ()
+        if not experiment:
+            return ()
+        parents = self._parents()
+        if experiment not in parents:
+            raise NotFoundError(f"no experiment {experiment!r} (aliases are scoped by the "
+                                "experiments of this workspace)")
+        return scope_chain(experiment, parents)
 
     def alias_for(self, alias: str, experiment: str | None = None) -> str:
         """The registry alias that ``alias`` means when ``experiment`` (default: this

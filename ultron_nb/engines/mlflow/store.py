@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 ALREADY_EXISTS = "RESOURCE_ALREADY_EXISTS"
 DOES_NOT_EXIST = "RESOURCE_DOES_NOT_EXIST"
 _INIT_LOCK = threading.Lock()
+_ENSURED: set[str] = set()  # stores whose schema this process has seen
 
 
 def mask_uri(uri: str) -> str:
@@ -91,8 +92,11 @@ class MlflowStore:
     def ensure(self) -> None:
         """Create a SQLite store's directory and schema once, under a file lock, so that
         concurrent first users do not race on MLflow's schema migration."""
+        if self.uri in _ENSURED:
+            return
         path = self.sqlite_path
         if path is None or _has_registry_schema(path):
+            _ENSURED.add(self.uri)
             return
         import fcntl
 
@@ -100,14 +104,16 @@ class MlflowStore:
         with _INIT_LOCK, open(path.parent / ".init.lock", "a+") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if _has_registry_schema(path):
+                _ENSURED.add(self.uri)
                 return
             client = _client(self.uri)
             try:  # both stores build their tables on first use
                 client.search_experiments(max_results=1)
                 client.search_registered_models(max_results=1)
             except Exception as exc:
-                raise EngineError(f"cannot create the MLflow store {self.safe_uri}: "
-                                  f"{_message(exc)}") from None
+                raise engine_error(f"cannot create the MLflow store {self.safe_uri}", exc,
+                                   self) from None
+            _ENSURED.add(self.uri)
 
     def experiment_id(self, name: str, tags: dict[str, str] | None = None) -> str:
         """The id of MLflow experiment ``name``, created (with an explicit artifact location
