@@ -87,7 +87,7 @@ def test_a_cluster_outlives_the_process_that_started_it(remote_flink_cluster: Lo
                                                         ) -> None:
     # The fixture started it from a child process that has exited.
     status = remote_flink_cluster.status()
-    assert status.running and status.slots_total == 2
+    assert status.running and status.slots_total == 4
 
 
 def test_remote_status_through_the_url(remote_flink_cluster: LocalCluster,
