@@ -47,6 +47,9 @@ BAD_VALUES: dict[str, tuple[list[str], str | None, list[str]]] = {
     "features": (["versions", "ghost"], None, ["ghost"]),
     "events": (["--limit", "abc"], None, ["--limit", "abc"]),
     "send": (["", "v"], None, ["key"]),
+    "models": (["--experiment", "ghost"], None, ["ghost"]),
+    "model": (["promote", "m", "abc", "--alias", "champion"], None, ["version", "abc"]),
+    "mlflow": (["bogus"], None, ["bogus"]),
 }
 
 

@@ -34,7 +34,7 @@ class LiveStatus:
         self.idle = idle
         self._latest: dict[str, tuple[float, float, Any]] = {}  # name: (monotonic, epoch, st)
         self._asked: dict[str, float] = {}
-        self._running: dict[str, asyncio.Future[Any]] = {}
+        self._running: dict[str, asyncio.Future[tuple[Any, float]]] = {}
         self._timer: PeriodicCallback | None = None
 
     def start(self) -> None:
@@ -55,29 +55,35 @@ class LiveStatus:
         latest = self._latest.get(name)
         if latest is not None and time.monotonic() - latest[0] <= self.max_age:
             return latest[2], latest[1]
-        st = await asyncio.wait_for(asyncio.shield(self._refresh(name)), timeout)
-        return st, self._latest[name][1]
+        return await asyncio.wait_for(asyncio.shield(self._refresh(name)), timeout)
 
     def put(self, name: str, st: Any) -> None:
         """A status an action just returned: the freshest there is."""
         self._latest[name] = (time.monotonic(), time.time(), st)
 
     def forget(self, name: str) -> None:
+        """After an action: a status asked before it is stale, even one still computing."""
         self._latest.pop(name, None)
+        self._running.pop(name, None)
 
-    def _refresh(self, name: str) -> asyncio.Future[Any]:
+    def _refresh(self, name: str) -> asyncio.Future[tuple[Any, float]]:
         running = self._running.get(name)
         if running is None:
             running = asyncio.ensure_future(self._run(name))
             self._running[name] = running
-            running.add_done_callback(lambda _f: self._running.pop(name, None))
+
+            def done(fut: asyncio.Future[tuple[Any, float]]) -> None:
+                if self._running.get(name) is fut:
+                    self._running.pop(name)
+            running.add_done_callback(done)
         return running
 
-    async def _run(self, name: str) -> Any:
+    async def _run(self, name: str) -> tuple[Any, float]:
         started, asked = time.monotonic(), time.time()
         st = await self._compute(name)
-        self._latest[name] = (started, asked, st)
-        return st
+        if self._running.get(name) is asyncio.current_task():  # not forgotten meanwhile
+            self._latest[name] = (started, asked, st)
+        return st, asked
 
     def _tick(self) -> None:
         now = time.monotonic()

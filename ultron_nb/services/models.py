@@ -47,6 +47,7 @@ def models_table(ws: Workspace, name: str | None = None, *, experiment: str | No
     from ultron_nb.engines.mlflow.registry import run_metrics
 
     mc = center(ws)
+    mc.chain(experiment)  # an experiment this workspace never ran is a mistake, not "none"
     found = mc.versions(name, experiment=experiment, limit=limit)
     aliases: dict[str, dict[int, list[str]]] = {}
     rows = []
