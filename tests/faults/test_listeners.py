@@ -37,7 +37,8 @@ class Sampler(threading.Thread):
     def __init__(self, pids: list[int]):
         super().__init__(daemon=True)
         self.pids = pids
-        self.seen: set[tuple[int, str, str, int]] = set()
+        # (pid, name, address, port) -> the first and the last sample that saw it
+        self.seen: dict[tuple[int, str, str, int], tuple[int, int]] = {}
         self.samples = 0
         self.who: dict[int, str] = {}  # pid -> command line, of a process listening wide
         self._stop_event = threading.Event()
@@ -45,7 +46,8 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         while not self._stop_event.wait(0.2):
             found = listening_sockets(self.pids)
-            self.seen.update(found)
+            for socket in found:
+                self.seen[socket] = (self.seen.get(socket, (self.samples,))[0], self.samples)
             self.samples += 1
             for pid, _, ip, _ in found:
                 if not is_loopback(ip) and pid not in self.who:
@@ -69,15 +71,17 @@ def _command_line(pid: int) -> str:
 
 
 def _port_probe(socket: tuple[int, str, str, int],
-                seen: set[tuple[int, str, str, int]]) -> bool:
-    """A JVM's port probe rather than a server: PyFlink's gateway picks its port with
-    Flink's ``NetUtils.getAvailablePort``, which binds ``new ServerSocket(0)`` (every
-    interface), locks the port with a file and closes the socket at once, never accepting;
-    then the py4j gateway listens on that port on 127.0.0.1. Only such a socket is excused:
-    a wildcard one of a JVM whose port the same JVM then serves on loopback."""
-    pid, name, _, port = socket
-    return name == "java" and any(p == pid and q == port and is_loopback(ip)
-                                  for p, _, ip, q in seen)
+                seen: dict[tuple[int, str, str, int], tuple[int, int]]) -> bool:
+    """A JVM's port probe rather than a server. PyFlink's JVM, as it starts, picks a port
+    for its callback client with Flink's ``NetUtils.getAvailablePort``: ``new
+    ServerSocket(0)`` (every interface), a file lock on the port, the socket closed at once,
+    never accepting; only then does its py4j gateway, the first server it runs, listen (on
+    127.0.0.1). So only this is excused: a wildcard socket of a JVM that was gone before
+    that JVM listened on anything."""
+    pid, name, _, _ = socket
+    served = [first for (p, _, ip, _), (first, _) in seen.items()
+              if p == pid and is_loopback(ip)]
+    return name == "java" and bool(served) and seen[socket][1] < min(served)
 
 
 def _execute(kc: Any, code: str, timeout: float = 600) -> list[str]:
