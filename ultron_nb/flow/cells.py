@@ -4,9 +4,9 @@
 verb) builds the same node again — so re-running the cell gives the same content identity.
 The flags are the node verb's (``ultron_nb.arguments``); a test round-trips every node shape.
 
-IPython expands ``{expr}`` in a magic's line (and ``$name`` outside single quotes), so the
-line escapes braces (``{{``) and quotes every value holding a ``$``; :func:`unescape_line`
-undoes the escaping for readers that are not IPython.
+IPython expands ``{expr}`` and ``$name`` in a magic's line, so the line escapes them
+(``{{``, ``$$name``) wherever IPython would expand them; :func:`unescape_line` reads such a
+line as IPython does, for readers that are not IPython.
 """
 
 from __future__ import annotations
@@ -116,18 +116,43 @@ def _column_text(node: Node) -> str:
         f"{c.type}" for c in node.columns)
 
 
+def _fields(line: str) -> int:
+    """How many expressions IPython would expand in ``line`` (``{expr}``, ``$name``)."""
+    from IPython.utils.text import DollarFormatter  # lazy: only exports and imports need it
+
+    return sum(1 for _, name, _, _ in DollarFormatter().parse(line) if name is not None)
+
+
 def escape_line(words: Sequence[str]) -> str:
-    """A magic's line from its words: shell-quoted, braces doubled for IPython."""
-    for word in words:
-        if "$" in word and ("{" in word or "}" in word):
-            raise FlowError(f"the value {word!r} holds both '$' and braces, which a magic's "
-                            "line cannot carry exactly")
-    return " ".join(shlex.quote(w) for w in words).replace("{", "{{").replace("}", "}}")
+    """A magic's line from its words: shell-quoted, with every brace doubled and every
+    ``$name`` IPython would expand written ``$$name``, so that IPython hands the magic
+    exactly ``words``."""
+    plain = " ".join(shlex.quote(w) for w in words)
+    line = plain.replace("{", "{{").replace("}", "}}")
+    while _fields(line):
+        for i, ch in enumerate(line):
+            if ch == "$" and _fields(line[:i] + "$" + line[i:]) < _fields(line):
+                line = line[:i] + "$" + line[i:]
+                break
+        else:
+            raise FlowError(f"cannot write {plain!r} as a magic's line that IPython leaves "
+                            "as it is")
+    if unescape_line(line) != plain:
+        raise FlowError(f"cannot write {plain!r} as a magic's line that IPython leaves as it "
+                        "is")
+    return line
 
 
 def unescape_line(line: str) -> str:
-    """What IPython makes of an :func:`escape_line` line (braces undoubled)."""
-    return line.replace("{{", "{").replace("}}", "}")
+    """What IPython makes of an :func:`escape_line` line (a line with nothing to expand)."""
+    from IPython.utils.text import DollarFormatter
+
+    parts = []
+    for literal, name, _, _ in DollarFormatter().parse(line):
+        if name is not None:
+            raise FlowError(f"the line {line!r} asks IPython to expand {name!r}")
+        parts.append(literal)
+    return "".join(parts)
 
 
 def node_cell(node: Node, *, flow: str | None = None) -> str:
