@@ -54,6 +54,8 @@ _SECRET_OPTION = re.compile(r"password|secret|token|sasl\.jaas|credential|api\.?
 class Scrubber:
     """The strings of the author's machine that must not leave it, and what replaces them."""
 
+    #: (secret, placeholder), longest first. A placeholder holds no space, quote or
+    #: backslash, so that a shell-quoted magic line stays one word where the secret was.
     replacements: list[tuple[str, str]] = field(default_factory=list)
 
     @classmethod
@@ -69,10 +71,10 @@ class Scrubber:
                 pairs.append((f"{parts.username}:***@", "***@"))
             host = parts.hostname or ""
             if host not in _LOOPBACK and not host.startswith("/"):
-                pairs.append((host, f"<{what} host>"))
+                pairs.append((host, f"<{what}-host>"))
             for value in dict(_query_pairs(parts.query)).values():
                 if value.startswith("/"):  # a socket directory: a path of this machine
-                    pairs.append((value, f"<{what} socket>"))
+                    pairs.append((value, f"<{what}-socket>"))
 
         for text, what in ((s.flink_url, "flink"), (s.db_url, "database"),
                            *((t, "flink") for t in targets)):
@@ -83,7 +85,7 @@ class Scrubber:
         for name, value in os.environ.items():
             if _SECRET_ENV.search(name) and len(value) >= 6:
                 pairs.append((value, "***"))
-        pairs.append((str(s.home), "<ultron home>"))
+        pairs.append((str(s.home), "<ultron-home>"))
         home = str(Path.home())
         if len(home) > 1:
             pairs.append((home, "~"))
