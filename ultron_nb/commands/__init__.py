@@ -5,7 +5,16 @@ area); :mod:`ultron_nb.commands.registry` holds the registry itself. A command's
 ``run(face, args, body)`` returns an object that shows itself (text, HTML, a DataFrame).
 """
 
-from ultron_nb.commands import events, experiments, flows, history, runtime, share, widgets
+from ultron_nb.commands import (
+    events,
+    experiments,
+    flows,
+    history,
+    models,
+    runtime,
+    share,
+    widgets,
+)
 from ultron_nb.commands.registry import (
     COMMANDS,
     Command,
@@ -20,4 +29,4 @@ from ultron_nb.commands.registry import (
 __all__ = ["COMMANDS", "Command", "Face", "Run", "build_parser", "command", "flow_of",
            "help_text"]
 # Each module registers its verbs.
-_VERB_MODULES = (events, experiments, flows, history, runtime, share, widgets)
+_VERB_MODULES = (events, experiments, flows, history, models, runtime, share, widgets)

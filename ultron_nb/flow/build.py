@@ -52,12 +52,18 @@ def define_node(
     boundary: str | None = None,
     every: str | None = None,
     on_event: str | None = None,
+    on_model: str | None = None,
+    alias: str | None = None,
     when: str | None = None,
     action: str = "start",
     on_failure: bool = False,
     description: str = "",
 ) -> Node:
-    """Build and check one node. ``kind`` is one of :data:`KIND_NAMES` (default ``flink``)."""
+    """Build and check one node. ``kind`` is one of :data:`KIND_NAMES` (default ``flink``).
+
+    ``on_model NAME`` (with ``alias``) is ``on_event model/NAME/version`` (or
+    ``model/NAME/alias/ALIAS``): a new version of registered model NAME, or a move of its
+    alias, as the scheduler's registry watcher announces them."""
     kind = (kind or "flink").lower().replace("-", "_")
     if kind not in KIND_NAMES:
         raise FlowError(f"node {name!r}: unknown --kind {kind!r} (one of {', '.join(KIND_NAMES)})")
@@ -82,7 +88,7 @@ def define_node(
         "bounded": bounded,
         "triggers": _triggers(name, act, after=after, stop_after=stop_after,
                               boundary=boundary, every=every, on_event=on_event, when=when,
-                              on_failure=on_failure),
+                              on_failure=on_failure, on_model=on_model, alias=alias),
         "description": description,
     }
     fields.update(_kind_fields(name, kind, mode, body, fn))
@@ -93,7 +99,8 @@ def define_node(
 
 def _triggers(name: str, act: Action, *, after: Sequence[str], stop_after: Sequence[str],
               boundary: str | None, every: str | None, on_event: str | None,
-              when: str | None, on_failure: bool) -> tuple[ControlEdge, ...]:
+              when: str | None, on_failure: bool, on_model: str | None = None,
+              alias: str | None = None) -> tuple[ControlEdge, ...]:
     """The control edges of a node's flags."""
     triggers: list[ControlEdge] = []
     for src in after:
@@ -105,11 +112,17 @@ def _triggers(name: str, act: Action, *, after: Sequence[str], stop_after: Seque
         raise FlowError(f"node {name!r}: --boundary needs --after STREAM_NODE")
     if every:
         triggers.append(ControlEdge(name, Trigger.PERIODIC, None, act, schedule=every))
+    if alias and not on_model:
+        raise FlowError(f"node {name!r}: --alias needs --on-model NAME")
+    if on_model:
+        if on_event:
+            raise FlowError(f"node {name!r}: give --on-model or --on-event, not both")
+        on_event = _model_key(name, on_model, alias)
     if on_event:
         triggers.append(ControlEdge(name, Trigger.EVENT, None, act, event_key=on_event,
                                     condition=when or None))
     elif when:
-        raise FlowError(f"node {name!r}: --when needs --on-event KEY")
+        raise FlowError(f"node {name!r}: --when needs --on-event KEY or --on-model NAME")
     return tuple(triggers)
 
 
@@ -142,3 +155,19 @@ def _kind_fields(name: str, kind: str, mode: str | None, body: str, fn: str | No
     if fn is not None and kind != "python":
         raise FlowError(f"node {name!r}: --fn applies to python nodes only")
     return fields
+
+
+def _model_key(node: str, model: str, alias: str | None) -> str:
+    """The event key of ``--on-model MODEL [--alias ALIAS]``."""
+    import re
+
+    # The keys of ultron_nb.events.model_keys (version_key, alias_key); the flow layer
+    # imports nothing above it, so they are spelled here too (a test checks both agree).
+    if not model.strip() or "/" in model or ":" in model:
+        raise FlowError(f"node {node!r}: --on-model {model!r}: a registered model name "
+                        "(no '/' or ':')")
+    if alias is None:
+        return f"model/{model}/version"
+    if not re.fullmatch(r"[\w\-]+", alias):
+        raise FlowError(f"node {node!r}: --alias {alias!r}: letters, digits, _ and - only")
+    return f"model/{model}/alias/{alias}"

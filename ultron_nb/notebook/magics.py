@@ -90,6 +90,8 @@ class UltronMagic(Magics):
         config=True)
     home = Unicode("", help="directory of the metadata store and local data").tag(config=True)
     db_url = Unicode("", help="SQLAlchemy URL of the metadata store").tag(config=True)
+    mlflow_uri = Unicode("", help="MLflow tracking/registry URI ('' = SQLite under the home)"
+                         ).tag(config=True)
     show_traceback = Bool(False, help="show full tracebacks instead of one-line errors").tag(
         config=True)
 
@@ -105,7 +107,7 @@ class UltronMagic(Magics):
             shell.display_formatter.ipython_display_formatter.for_type_by_name(
                 "ultron_nb.experiments.watch", "Watcher", _show_watcher)
 
-    @observe("flink_url", "flink_port", "home", "db_url")
+    @observe("flink_url", "flink_port", "home", "db_url", "mlflow_uri")
     def _settings_changed(self, _change: Any) -> None:
         self._workspace = None
 
@@ -119,6 +121,7 @@ class UltronMagic(Magics):
                 db_url=self.db_url or None,
                 flink_url=self.flink_url or None,
                 flink_port=self.flink_port or None,
+                mlflow_uri=self.mlflow_uri or None,
             )
         return self._workspace
 

@@ -68,6 +68,20 @@ class NodeContext:
             return int(self.trigger["window_start"]), int(self.trigger["window_end"])
         return None
 
+    def log_model(self, model: Any = None, *, name: str, **kwargs: Any) -> Any:
+        """Record an MLflow run and register ``model`` as a new version of ``name`` with this
+        run's lineage; see :func:`ultron_nb.engines.mlflow.center.log_model`."""
+        from ultron_nb.engines.mlflow.center import log_model  # lazy: mlflow is heavy
+
+        return log_model(self, model, name=name, **kwargs)
+
+    @property
+    def models(self) -> Any:
+        """The model center in this experiment's alias scope (promote, resolve, load)."""
+        from ultron_nb.engines.mlflow.center import node_center
+
+        return node_center(self)
+
     def send_event(self, key: str, value: Any, *, namespace: str = DEFAULT_NAMESPACE) -> Event:
         """Send an event from this node (sender ``<experiment>/<node>``)."""
         return send_event(open_database(self.db_url), key, value, namespace=namespace,

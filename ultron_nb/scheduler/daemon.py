@@ -76,6 +76,8 @@ def start_daemon(settings: Settings, *, timeout: float = 30.0,
                "--home", str(settings.home), *args]
     environment = dict(os.environ if env is None else env)
     environment["ULTRON_DB_URL"] = settings.database_url  # not on the command line: ps shows it
+    if settings.mlflow_uri:  # the registry it watches, and its Python nodes use
+        environment["ULTRON_MLFLOW_URI"] = settings.mlflow_uri
     with open(out_file, "ab") as out:
         os.chmod(out_file, 0o600)
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out,

@@ -19,6 +19,7 @@ Guarantees:
 from __future__ import annotations
 
 import copy
+import importlib
 import logging
 import threading
 import time
@@ -32,6 +33,7 @@ from ultron_nb.config import Settings
 from ultron_nb.errors import NotFoundError, UltronError
 from ultron_nb.events import DEFAULT_NAMESPACE, Event, Listener, get_event
 from ultron_nb.events.keys import ACTIVE
+from ultron_nb.events.model_keys import scope_chain
 from ultron_nb.runners.base import NodeRunner, RunSpec, TriggerRef
 from ultron_nb.runners.registry import Runners
 from ultron_nb.scheduler import rules
@@ -45,6 +47,10 @@ from ultron_nb.store.schema import experiment_nodes, experiments, node_instances
 log = logging.getLogger(__name__)
 
 STATE_ROW = "scheduler"  # scheduler_state.name of the persisted cursor and rule state
+#: What the daemon polls every tick besides the events (``poll() -> events sent``), loaded by
+#: module path and made as ``factory(db, settings)``: the model registry's changes.
+WATCHERS: dict[str, str] = {"models": "ultron_nb.engines.mlflow.watcher:RegistryWatcher"}
+WATCH_TICK = 0.1  # the loop's longest wait while watchers run (seconds)
 #: Experiments in these states are forgotten (their rule state pruned).
 GONE = ("canceled", "cancelled", "deleted")
 
@@ -58,7 +64,7 @@ class Scheduler:
 
     def __init__(self, db: Database, settings: Settings, runners: Runners | None = None, *,
                  poll: float = 0.02, stop_timeout: float = 30.0, claim_grace: float = 60.0,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, watchers: list[Any] | None = None):
         self.db = db
         self.settings = settings
         self.runners = runners or Runners.for_store(settings, db)
@@ -88,6 +94,7 @@ class Scheduler:
         self._saved_state = copy.deepcopy(state)
         self._listener = Listener(db, None, namespace=DEFAULT_NAMESPACE,
                                   since_id=self._persisted_cursor, poll=poll)
+        self._watchers = list(default_watchers(db, settings) if watchers is None else watchers)
         log.info("scheduler on %s resumes after event %d", db.safe_url, self._persisted_cursor)
 
     @property
@@ -115,6 +122,10 @@ class Scheduler:
                 exp = rules.ExperimentModel(row.name, int(row.id), row.state,
                                             float(row.created_at), flow, {}, row.target)
                 exps[row.name] = by_id[int(row.id)] = exp
+            if exps:
+                parents = repo.parents(conn)
+                for exp in exps.values():
+                    exp.chain = scope_chain(exp.name, parents)
             if by_id:
                 for m in conn.execute(
                     select(experiment_nodes.c.experiment_id, experiment_nodes.c.node_name,
@@ -157,6 +168,11 @@ class Scheduler:
         """Read new events (waiting up to ``wait`` seconds for one), commit the triggers
         they and the clock cause with the cursor, then carry out pending triggers.
         Returns the number of events read."""
+        for watcher in self._watchers:  # e.g. registry changes → model events, read below
+            try:
+                watcher.poll()
+            except Exception as exc:
+                log.warning("%s failed: %s", type(watcher).__name__, exc)
         batch = self._listener.poll(timeout=wait)
         model = self._model
         if batch or model is None or time.monotonic() - self._model_at > 1.0:
@@ -376,6 +392,8 @@ class Scheduler:
             wait = min(0.5, rules.next_tick_in(self.clock(), self._state, self._model))
             if self._inflight:
                 wait = min(wait, 0.2)
+            if self._watchers:
+                wait = min(wait, WATCH_TICK)
             try:
                 self.step(wait=wait)
             except Exception:
@@ -386,4 +404,20 @@ class Scheduler:
         """Free the scheduler's connections (running nodes keep running)."""
         self._listener.close()
         self.runners.close()
+        for watcher in self._watchers:
+            close = getattr(watcher, "close", None)
+            if callable(close):
+                close()
+
+
+def default_watchers(db: Database, settings: Settings) -> list[Any]:
+    """Every watcher of :data:`WATCHERS` that loads (one that does not is logged)."""
+    out = []
+    for name, spec in WATCHERS.items():
+        module_name, _, attr = spec.partition(":")
+        try:
+            out.append(getattr(importlib.import_module(module_name), attr)(db, settings))
+        except Exception as exc:
+            log.error("no %s watcher: %s: %s", name, spec, exc)
+    return out
 

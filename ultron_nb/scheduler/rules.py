@@ -39,6 +39,8 @@ from typing import Any
 
 from ultron_nb.events import Event
 from ultron_nb.events.keys import NodeState, normalize, status_key, watermark_key
+from ultron_nb.events.model_keys import in_scope, parse_occurrence, subscribed_keys
+from ultron_nb.events.model_keys import occurrence as event_occurrence
 from ultron_nb.flow import Action, ControlEdge, Flow, Kind, Node, Trigger, condition_holds
 from ultron_nb.flow.edges import parse_interval
 
@@ -123,6 +125,7 @@ class ExperimentModel:
     flow: Flow
     members: dict[str, Member]
     target: str = ""
+    chain: tuple[str, ...] = ()  # itself, its parent, ..., its root (model alias scopes)
 
     @property
     def active(self) -> bool:
@@ -174,7 +177,8 @@ class Model:
         if edge.trigger is Trigger.PERIODIC:
             self.periodic.append((exp.name, edge))
         elif edge.trigger is Trigger.EVENT and edge.event_key:
-            self.by_event.setdefault(edge.event_key, []).append((exp.name, edge))
+            for key in subscribed_keys(edge.event_key, exp.chain or (exp.name,)):
+                self.by_event.setdefault(key, []).append((exp.name, edge))
         elif edge.source and edge.source in exp.flow:
             owner = exp.owner(edge.source)
             if edge.trigger is Trigger.AFTER and edge.schedule and \
@@ -213,10 +217,10 @@ def payload(flow: Flow, node: str, edge: str, occurrence: str,
         end = int(occurrence[2:])
         size = int((parse_interval(control.schedule) or 0) * 1000)
         return {"window_start": end - size, "window_end": end, "source": control.source}
-    if occurrence.startswith("v") and control.event_key:
-        version = int(occurrence[1:])
-        return {"event": {"key": control.event_key, "version": version,
-                          "value": event_value(control.event_key, version)}}
+    parsed = parse_occurrence(occurrence, control.event_key) if control.event_key else None
+    if parsed is not None:
+        key, version = parsed
+        return {"event": {"key": key, "version": version, "value": event_value(key, version)}}
     if occurrence.startswith("run"):
         return {"source": control.source, "run": int(occurrence[3:])}
     if occurrence.startswith("t"):
@@ -333,6 +337,8 @@ def on_user_event(event: Event, model: Model,
         recorded = exp.trigger_state("event") if exp is not None else None
         if exp is None or recorded is None or event.created_at < exp.created_at:
             continue
+        if not in_scope(event.key, event.value, exp.chain or (exp.name,)):
+            continue  # a model version of another experiment's line
         if edge.condition == "changed" and not loaded and event.version > 1:
             previous, loaded = previous_value(event.key, event.version - 1), True
         try:
@@ -343,7 +349,9 @@ def on_user_event(event: Event, model: Model,
                         exp_name, edge.target, edge.condition, event.key, event.version, exc)
             holds = False
         if holds:
-            planned.append(Planned(exp_name, edge.target, edge_id(edge), f"v{event.version}",
+            planned.append(Planned(exp_name, edge.target, edge_id(edge),
+                                   event_occurrence(edge.event_key or event.key, event.key,
+                                                    event.version),
                                    str(edge.action), recorded))
     return planned
 

@@ -102,9 +102,9 @@ def lookup(settings: Settings | None, tables: str | Sequence[str], samples: Any,
            root: str | Path | None = None) -> Any:
     """``as_of`` into a DataFrame, or into the file ``out`` (Parquet, CSV or JSON lines by
     its extension; then a one-line summary is returned)."""
-    from ultron_nb.views import Message
     from ultron_nb.engines.duckdb.connection import connect, detect_format
     from ultron_nb.errors import ConfigError
+    from ultron_nb.views import Message
 
     fmt = None if out is None else detect_format(str(out))
     if out is not None and fmt is None:

@@ -165,6 +165,18 @@ def latest_experiment(conn: Connection, flow_name: str | None = None) -> Experim
     return rows[0] if rows else None
 
 
+def oldest_experiment_time(conn: Connection) -> float | None:
+    """When the store's first experiment was created (None when there is none)."""
+    value = conn.execute(select(func.min(experiments.c.created_at))).scalar()
+    return float(value) if value is not None else None
+
+
+def parents(conn: Connection) -> dict[str, str | None]:
+    """Experiment name → the experiment it was cloned from."""
+    return {r.name: r.parent for r in conn.execute(
+        select(experiments.c.name, experiments.c.parent))}
+
+
 def next_experiment_name(conn: Connection, flow_name: str) -> str:
     count = conn.execute(
         select(func.count()).select_from(experiments).where(experiments.c.flow_name == flow_name)
