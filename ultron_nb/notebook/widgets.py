@@ -140,10 +140,16 @@ class WatchView:
         bundle: dict[str, Any] = {"text/plain": str(self), "text/html": self.static_html()}
         if self._svg:
             bundle["image/svg+xml"] = self._svg
-        if self._box is not None and not self.closed:
+        if self._box is not None and self.live:
             bundle[WIDGET_MIME] = {"version_major": 2, "version_minor": 0,
                                    "model_id": self._box.model_id}
         return bundle
+
+    @property
+    def live(self) -> bool:
+        """Is the widget still part of the output? Once the watch has ended or was closed,
+        the output is the static rendering alone (what nbconvert shows too)."""
+        return not self.closed and not self.ended
 
     # ---------------------------------------------------------------- the widget
     def _build(self) -> None:
@@ -202,10 +208,8 @@ class WatchView:
             snap = self.snapshot
             self.ended = ("the experiment " + snap.status.state) if snap.ended else \
                 "watch ended"
-            if self._box is not None:
-                self._head.value = self._html()[0]
-                self._button.disabled = True
-            self._refresh_static()
+            self._refresh_static()  # the output becomes the static rendering
+            self._close_widgets()
 
     def _views_changed(self, change: dict[str, Any]) -> None:
         old, new = change.get("old") or 0, change.get("new") or 0
@@ -238,11 +242,14 @@ class WatchView:
         with self._lock:
             self.closed = True
             self.ended = self.ended or "closed"
-            if self._box is not None:
-                for widget in (self._head, self._dag, self._table, self._error, self._button,
-                               self._box):
-                    widget.close()
-        self._refresh_static()
+            self._refresh_static()
+            self._close_widgets()
+
+    def _close_widgets(self) -> None:
+        if self._box is not None:
+            for widget in (self._head, self._dag, self._table, self._error, self._button,
+                           self._box):
+                widget.close()
 
 
 _VIEWS: weakref.WeakKeyDictionary[Any, WatchView] = weakref.WeakKeyDictionary()
@@ -294,7 +301,7 @@ class FollowView:
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         head, table = follow_html(self.follow)
         bundle: dict[str, Any] = {"text/plain": str(self.follow), "text/html": head + table}
-        if self._box is not None:
+        if self._box is not None and not self.follow.done:  # static once it has ended
             bundle[WIDGET_MIME] = {"version_major": 2, "version_minor": 0,
                                    "model_id": self._box.model_id}
         return bundle
@@ -323,6 +330,9 @@ class FollowView:
             self.follow.run(self._draw)
         finally:
             self._handle.update(self._repr_mimebundle_(), raw=True)
+            self._box.close()
+            self._head.close()
+            self._table.close()
         return self
 
     def _draw(self, follow: Follow) -> None:
