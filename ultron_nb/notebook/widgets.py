@@ -183,6 +183,8 @@ class WatchView:
             self._handle = display(self._repr_mimebundle_(), raw=True, display_id=True)
 
     def _start(self) -> None:
+        if self.watcher.running:  # a paused thread still finishing its last refresh
+            self.watcher.stop()
         self._paused = False
         self.watcher.start(self._on_snapshot, self._on_end)
 
@@ -217,7 +219,7 @@ class WatchView:
             return
         if old > 0 and new == 0 and self.watcher.running:
             self._paused = True
-            self.watcher.stop()
+            self.watcher.stop(timeout=0)  # the kernel does not wait for a refresh under way
         elif new > 0 and self._paused:
             self._start()
 
