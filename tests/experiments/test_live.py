@@ -18,7 +18,7 @@ from tests.services.flink_flows import define_ctr_flow, topic_rows, wait_for
 from ultron_nb import experiments as ex
 from ultron_nb.config import Settings
 from ultron_nb.engines.outputs import count_rows
-from ultron_nb.experiments.follow import follow_preview, follow_sql
+from ultron_nb.experiments.follow_sources import follow_preview, follow_sql
 from ultron_nb.services.datagen import gen_clicklog
 from ultron_nb.workspace import Workspace
 

@@ -139,7 +139,7 @@ def _preview(p: argparse.ArgumentParser) -> Run:
         except ConfigError:
             pass  # any experiment that has the node will do
         if a.follow:
-            from ultron_nb.experiments.follow import follow_preview
+            from ultron_nb.experiments.follow_sources import follow_preview
 
             return follow_preview(face.workspace, a.node, experiment=a.experiment, flow=flow,
                                   limit=a.limit, duration=duration)
@@ -161,7 +161,7 @@ def _sql(p: argparse.ArgumentParser) -> Run:
 
         duration = _duration(a)
         if a.follow:
-            from ultron_nb.experiments.follow import follow_sql
+            from ultron_nb.experiments.follow_sources import follow_sql
 
             return follow_sql(face.workspace, body or "", flow=flow_of(face, a),
                               experiment=a.experiment, limit=a.limit, duration=duration)
