@@ -18,6 +18,14 @@ background for an open experiment: the cost the live route does not wait for); f
 the median over ``--runs`` runs (never the best). Last line: ``{"p50_ms", "p99_ms", "routes":
 {route: {"p50_ms", "p99_ms"}}, "status_call": {"p50_ms", "p99_ms"}, ...}``, the first two over
 all routes (goal p99 ≤ 200).
+
+Then the live watch widget in a real kernel (jupyter_client, the kernel on this checkout):
+``%ultron watch live --interval 0.2`` for ``--widget-seconds`` gives ``widget_updates_per_s``
+(the snapshots drawn, counted as the widget's comm updates on IOPub); the kernel's CPU time
+(``/proc``) over the same span while the widget refreshes at the default interval (2 s) and
+nothing else runs gives ``idle_kernel_cpu_pct``, and after the widget is closed
+``closed_widget_cpu_pct`` (what a closed widget costs), against ``idle_kernel_baseline_pct``
+(no widget). Medians over ``--runs`` runs.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import queue
 import random
 import shutil
 import statistics
@@ -96,11 +106,77 @@ def status_calls(ws: Workspace, n: int) -> list[float]:
     return times
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _drain(kc: object, seconds: float) -> list[float]:
+    """Read IOPub for ``seconds``; when each update of the watch widget's headline came."""
+    updates: list[float] = []
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        try:
+            msg = kc.get_iopub_msg(timeout=min(left, 0.5))  # type: ignore[attr-defined]
+        except queue.Empty:
+            continue
+        if msg["msg_type"] == "comm_msg":
+            state = msg["content"]["data"].get("state", {})
+            if str(state.get("value", "")).startswith('<div data-role="headline"'):
+                updates.append(time.monotonic())
+    return updates
+
+
+def _cpu_pct(kc: object, pid: int, seconds: float) -> float:
+    t0, c0 = time.monotonic(), _cpu_seconds(pid)
+    _drain(kc, seconds)
+    return 100 * (_cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+
+
+def _run_code(kc: object, code: str) -> None:
+    reply = kc.execute_interactive(code, timeout=120,  # type: ignore[attr-defined]
+                                   output_hook=lambda _m: None)
+    if reply["content"]["status"] != "ok":
+        raise RuntimeError(f"{code!r}: {reply['content']}")
+
+
+def widget_run(home: Path, port: int, seconds: float) -> dict[str, float]:
+    """One kernel: the widget's update rate, then the kernel's CPU with a live widget, with
+    it closed and with none."""
+    from jupyter_client.manager import start_new_kernel
+
+    env = {**os.environ, "ULTRON_HOME": str(home), "ULTRON_FLINK_PORT": str(port),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    km, kc = start_new_kernel(kernel_name="python3", env=env, cwd=str(home.parent))
+    try:
+        pid = km.provisioner.pid  # type: ignore[union-attr]
+        _run_code(kc, "%load_ext ultron_nb\n%ultron watch live --duration 1")  # warm
+        _drain(kc, 3)
+        baseline = _cpu_pct(kc, pid, seconds)
+        _run_code(kc, f"%ultron watch live --interval 0.2 --duration {seconds}")
+        seen = _drain(kc, seconds + 2)  # the watch ends after ``seconds``
+        rate = (len(seen) - 1) / (seen[-1] - seen[0]) if len(seen) > 1 else 0.0
+        kc.execute("%ultron watch live")
+        kc.execute("v = _")
+        _drain(kc, 3)  # its first refreshes
+        live = _cpu_pct(kc, pid, 2 * seconds)
+        _run_code(kc, "v.close()")
+        closed = _cpu_pct(kc, pid, seconds)
+        _run_code(kc, "import threading\nassert not [t for t in threading.enumerate() "
+                      "if t.name.startswith('ultron-watch')]")
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    return {"widget_updates_per_s": rate, "idle_kernel_cpu_pct": live,
+            "closed_widget_cpu_pct": closed, "idle_kernel_baseline_pct": baseline}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiments", type=int, default=50)
     parser.add_argument("--requests", type=int, default=100, help="per route and run")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--widget-seconds", type=float, default=10.0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -125,6 +201,9 @@ def main() -> None:
             per_route[route] = {"p50_ms": round(p50, 1), "p99_ms": round(p99, 1)}
             print(f"{route:<40} p50 {p50:7.1f} ms   p99 {p99:7.1f} ms")
         overall = [[t for route in ROUTES for t in r[route]] for r in runs]
+        widget = [widget_run(ws.home, port, args.widget_seconds) for _ in range(args.runs)]
+        widget_figures = {k: round(statistics.median(w[k] for w in widget), 2)
+                          for k in widget[0]}
         print(json.dumps({
             "experiments": len(ex.list_experiments(ws)), "nodes": nodes, "runs": args.runs,
             "requests_per_route": args.requests,
@@ -134,6 +213,7 @@ def main() -> None:
             "status_call": {
                 "p50_ms": round(statistics.median(percentile(d, 0.5) for d in direct), 1),
                 "p99_ms": round(statistics.median(percentile(d, 0.99) for d in direct), 1)},
+            **widget_figures,
         }))
     finally:
         if server is not None:

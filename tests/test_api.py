@@ -16,9 +16,10 @@ PUBLIC = {
         "restart_node", "resume", "send_event", "sql", "status", "stop",
         "unload_ipython_extension"],
     "ultron_nb.experiments": [
-        "ExperimentStatus", "NodeStatus", "existing_instances", "experiment_row",
+        "ExperimentStatus", "NodeStatus", "Snapshot", "Watcher", "existing_instances",
+        "experiment_row",
         "find_member", "launch", "list_experiments", "mask_url", "preview", "restart_node",
-        "resume", "sql", "status", "stop", "stop_node", "watermarks"],
+        "resume", "sql", "status", "stop", "stop_node", "watch", "watermarks"],
     "ultron_nb.runners": [
         "RUNNERS", "NodeContext", "NodeReport", "NodeRunner", "RunSpec", "Runners",
         "TriggerRef", "runner_class"],

@@ -45,3 +45,17 @@ def test_errors_are_one_line_with_status_2(workdir: Path) -> None:
     r = ultron(workdir, "node", "x", "--flow", "f", stdin="SELECT * FROM y")
     assert r.returncode == 2 and "node 'x': its SQL reads 'y'" in r.stderr
     assert ultron(workdir, "flows").stdout.count("\n") == 2  # header only: nothing was stored
+
+
+def test_watch_prints_each_new_snapshot_until_it_ends(workdir: Path) -> None:
+    from tests.notebook.test_widgets import seed
+
+    seed(workdir / ".ultron", "gone", "running")  # its cluster does not answer
+    r = ultron(workdir, "watch", "gone", "--interval", "0.2", "--duration", "2")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("experiment gone (wide v3)") == 1  # the same snapshot once
+    assert "cannot reach Flink at" in r.stdout and "n_0" in r.stdout
+    seed(workdir / ".ultron", "done", "stopped")
+    r = ultron(workdir, "watch", "done")  # ended already: one snapshot, then it returns
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("experiment done (wide v3)") == 1 and ": stopped at" in r.stdout

@@ -84,10 +84,49 @@ def _read_body(path: str | None) -> str:
         raise ConfigError(f"--body-file {path}: {exc.strerror}") from None
 
 
+def _write(text: str) -> None:
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+def _watch(watcher: Any) -> int:
+    """Print each snapshot that differs from the one before, until the experiment ends (or
+    Ctrl-C)."""
+    last: tuple[str, str, str] | None = None
+    try:
+        for snap in watcher.snapshots():
+            key = (str(snap.table()), snap.error, snap.status.state)
+            if key != last:
+                _write(f"{snap}\n")
+            last = key
+    except KeyboardInterrupt:
+        watcher.stop()
+    return 0
+
+
+def _follow(follow: Any) -> int:
+    """Print the rows as they arrive, until a cap (or Ctrl-C, which cancels the query)."""
+    def show(f: Any) -> None:
+        for line in f.drain_lines():
+            _write(line)
+
+    follow.run(show)
+    _write(follow.headline)
+    return 0
+
+
 def _emit(value: Any) -> int:
-    """Print a result; the exit status (1 when a check it reports failed)."""
+    """Print a result; the exit status (1 when a check it reports failed). A live result
+    (a watch, a follow) prints as it goes."""
+    from ultron_nb.experiments.follow import Follow
+    from ultron_nb.experiments.watch import Watcher
+
     if value is None:
         return 0
+    if isinstance(value, Watcher):
+        return _watch(value)
+    if isinstance(value, Follow):
+        return _follow(value)
     text = str(value)
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 1 if getattr(value, "failed", False) is True else 0

@@ -55,7 +55,8 @@ class JupyterProcess:
 
     def __init__(self, base: Path, *, home: Path, env: dict[str, str] | None = None,
                  app: str = "lab", base_url: str = "/", port: int | None = None,
-                 token: str | None = None, settings: dict[str, Any] | None = None):
+                 token: str | None = None, settings: dict[str, Any] | None = None,
+                 args: list[str] | None = None):
         self.base = base
         self.home = home
         self.app = app
@@ -64,6 +65,7 @@ class JupyterProcess:
         self.token = token or secrets.token_hex(16)
         self.extra_env = dict(env or {})
         self.settings = dict(settings or {})
+        self.args = list(args or [])  # more command-line options
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = base / f"{app}.log"
 
@@ -106,6 +108,7 @@ class JupyterProcess:
         if self.app == "lab":
             args += [f"--LabApp.workspaces_dir={d['workspaces']}",
                      f"--LabApp.user_settings_dir={d['settings']}"]
+        args += self.args
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
                                      cwd=d["root"], start_new_session=True)

@@ -5,7 +5,16 @@ area); :mod:`ultron_nb.commands.registry` holds the registry itself. A command's
 ``run(face, args, body)`` returns an object that shows itself (text, HTML, a DataFrame).
 """
 
-from ultron_nb.commands import events, experiments, flows, history, models, runtime
+from ultron_nb.commands import (
+    events,
+    experiments,
+    flows,
+    history,
+    models,
+    runtime,
+    share,
+    widgets,
+)
 from ultron_nb.commands.registry import (
     COMMANDS,
     Command,
@@ -19,4 +28,5 @@ from ultron_nb.commands.registry import (
 
 __all__ = ["COMMANDS", "Command", "Face", "Run", "build_parser", "command", "flow_of",
            "help_text"]
-_VERB_MODULES = (events, experiments, flows, history, models, runtime)  # each registers its verbs
+# Each module registers its verbs.
+_VERB_MODULES = (events, experiments, flows, history, models, runtime, share, widgets)

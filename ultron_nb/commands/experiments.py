@@ -103,35 +103,68 @@ def _restart(p: argparse.ArgumentParser) -> Run:
     return run
 
 
-@command("preview", "the latest rows of a node's output, as a DataFrame", flow="option")
+def _add_follow(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--follow", action="store_true",
+                   help=f"{what} as they arrive (a live table), until --limit rows or "
+                        "--duration seconds")
+    p.add_argument("--duration", type=float, metavar="SECONDS",
+                   help=f"with --follow: stop after this many seconds ({FOLLOW_SECONDS:g})")
+
+
+def _duration(a: argparse.Namespace) -> float:
+    if a.duration is not None and not a.follow:
+        raise ConfigError("--duration goes with --follow")
+    return FOLLOW_SECONDS if a.duration is None else a.duration
+
+
+#: How long --follow follows by default (seconds).
+FOLLOW_SECONDS = 60.0
+
+
+@command("preview", "the latest rows of a node's output, as a DataFrame (--follow: new rows "
+                    "as they arrive)", flow="option")
 def _preview(p: argparse.ArgumentParser) -> Run:
     p.add_argument("node")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--experiment", help="default: the latest experiment that has the node")
+    _add_follow(p, "the rows the node writes from now on,")
 
     def run(face: Face, a: argparse.Namespace, _body: str | None) -> Any:
         from ultron_nb import experiments
 
+        duration = _duration(a)
         flow = None
         try:
             flow = flow_of(face, a)
         except ConfigError:
             pass  # any experiment that has the node will do
+        if a.follow:
+            from ultron_nb.experiments.follow_sources import follow_preview
+
+            return follow_preview(face.workspace, a.node, experiment=a.experiment, flow=flow,
+                                  limit=a.limit, duration=duration)
         return experiments.preview(face.workspace, a.node, experiment=a.experiment,
                                    flow=flow, limit=a.limit)
 
     return run
 
 
-@command("sql", "an ad-hoc, bounded Flink SQL query over the flow's tables (a DataFrame)",
-         cell=True, flow="option")
+@command("sql", "an ad-hoc, bounded Flink SQL query over the flow's tables (a DataFrame; "
+                "--follow: a streaming query, changelog-aware)", cell=True, flow="option")
 def _sql(p: argparse.ArgumentParser) -> Run:
     p.add_argument("--limit", type=int, default=100, help="at most this many rows (100)")
     p.add_argument("--experiment", help="whose node outputs to read (default: the latest)")
+    _add_follow(p, "stream the result: rows and their updates")
 
     def run(face: Face, a: argparse.Namespace, body: str | None) -> Any:
         from ultron_nb import experiments
 
+        duration = _duration(a)
+        if a.follow:
+            from ultron_nb.experiments.follow_sources import follow_sql
+
+            return follow_sql(face.workspace, body or "", flow=flow_of(face, a),
+                              experiment=a.experiment, limit=a.limit, duration=duration)
         return experiments.sql(face.workspace, body or "", flow=flow_of(face, a),
                                experiment=a.experiment, limit=a.limit)
 

@@ -78,7 +78,8 @@ def _when(epoch: float, spec: str = "seconds") -> str:
 
 
 #: The order of the areas in ``%ultron help`` (the modules of this package).
-SECTIONS = ("flows", "runtime", "experiments", "history", "models", "events")
+SECTIONS = ("flows", "runtime", "experiments", "widgets", "share", "history", "models",
+            "events")
 
 
 def _section(cmd: Command) -> tuple[int, int]:

@@ -258,3 +258,80 @@ def preview(output: Mapping[str, Any], limit: int) -> pd.DataFrame:
             raise DataError(f"{output.get('path')}: the node has not written output yet")
         return read_table(table, limit=limit)
     return typed_frame(read_rows(Path(str(output["path"])), limit), columns)
+
+
+# ---------------------------------------------------------------- following an output
+class OutputTail:
+    """The rows appended to a stream output since the last :meth:`read`: a Flink node's sink
+    files (committed and in progress: a file committed between two reads goes on from where
+    its in-progress name stopped) or a local topic's segments.
+
+    Rows already there when the tail is made are skipped, unless ``from_start``."""
+
+    def __init__(self, output: Mapping[str, Any], *, from_start: bool = False):
+        self.kind = layout(output)
+        if self.kind == "files":
+            raise DataError(f"{output.get('path')}: the node writes its output in runs "
+                            "(files), not as a stream: preview it without --follow")
+        self.path = Path(str(output["path"]))
+        self._done: dict[Path, int] = {}  # file (by its committed name) → bytes consumed
+        if not from_start:
+            for key, data in self._contents():
+                self._done[key] = len(data)
+
+    def _contents(self) -> Iterator[tuple[Path, bytes]]:
+        if self.kind == "topic":
+            topic = LocalTopic.open(self.path)
+            for k in range(topic.partitions):
+                for seg in topic.segments(k):
+                    if self._done.get(seg, -1) >= 0 and seg.stat().st_size == self._done[seg]:
+                        continue
+                    data = seg.read_bytes()
+                    yield seg, data[:data.rfind(b"\n") + 1]
+            return
+        for path in flink_files(self.path):
+            key = ddl.committed_name(path) or path
+            try:
+                if key in self._done and path.stat().st_size == self._done[key]:
+                    continue  # nothing new (the common case: skip reading it)
+            except FileNotFoundError:
+                pass  # committed since the listing: read_output_file finds it
+            yield key, read_output_file(path)
+
+    def read(self) -> list[dict[str, Any]]:
+        """Rows written since the last read, in write order per file."""
+        rows: list[dict[str, Any]] = []
+        for key, data in self._contents():
+            done = self._done.get(key, 0)
+            if len(data) <= done:
+                continue
+            for line in data[done:].decode(errors="replace").splitlines():
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        continue
+            self._done[key] = len(data)
+        return rows
+
+
+def count_rows(output: Mapping[str, Any]) -> int | None:
+    """How many rows a recorded output holds now (complete rows of files still being
+    written included); None when it has recorded no output yet."""
+    if not output or not output.get("path"):
+        return None
+    path = Path(str(output["path"]))
+    kind = layout(output)
+    if kind == "topic":
+        topic = LocalTopic.open(path)
+        files = [seg for k in range(topic.partitions) for seg in topic.segments(k)]
+        return sum(_count_lines(f.read_bytes()) for f in files)
+    if kind == "flink":
+        return sum(_count_lines(read_output_file(f)) for f in flink_files(path))
+    if not path.exists():
+        return None
+    return len(read_frame("output", output, what="count"))
+
+
+def _count_lines(data: bytes) -> int:
+    return sum(1 for line in data.splitlines() if line.strip())

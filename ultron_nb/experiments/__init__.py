@@ -20,11 +20,20 @@ from ultron_nb.experiments.launch import existing_instances, launch
 from ultron_nb.experiments.lifecycle import restart_node, resume, stop, stop_node
 from ultron_nb.experiments.preview import find_member, preview, sql
 from ultron_nb.experiments.report import ExperimentStatus, NodeStatus, mask_url
-from ultron_nb.experiments.status import experiment_row, list_experiments, status, watermarks
+from ultron_nb.experiments.status import (
+    experiment_row,
+    list_experiments,
+    status,
+    watch,
+    watermarks,
+)
+from ultron_nb.experiments.watch import Snapshot, Watcher
 
 __all__ = [
     "ExperimentStatus",
     "NodeStatus",
+    "Snapshot",
+    "Watcher",
     "existing_instances",
     "experiment_row",
     "find_member",
@@ -38,5 +47,6 @@ __all__ = [
     "status",
     "stop",
     "stop_node",
+    "watch",
     "watermarks",
 ]

@@ -6,6 +6,7 @@ The objects show themselves (text, HTML with state colours, a DataFrame).
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,8 @@ from ultron_nb.flow.render import STATUS_COLORS
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from ultron_nb.experiments.watch import Watcher
 
 
 def mask_url(url: str) -> str:
@@ -67,6 +70,16 @@ class ExperimentStatus:
     params: dict[str, Any] = field(default_factory=dict)
     nodes: list[NodeStatus] = field(default_factory=list)
     message: str = ""
+    #: Makes a Watcher of this experiment (set by ``status()``).
+    watcher: Callable[..., Watcher] | None = field(default=None, compare=False)
+
+    def watch(self, *, interval: float = 2.0, duration: float | None = None) -> Watcher:
+        """A live watch of this experiment (in a notebook: shown, the watch widget)."""
+        if self.watcher is None:
+            raise NotFoundError(f"experiment {self.name!r}: this status was not asked from a "
+                                "workspace (use experiments.status)")
+        return self.watcher(interval=interval, max_interval=max(30.0, interval),
+                            duration=duration)
 
     def __getitem__(self, node: str) -> NodeStatus:
         for item in self.nodes:

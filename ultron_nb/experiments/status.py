@@ -8,6 +8,7 @@ on for other experiments.
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 from ultron_nb.errors import NotFoundError, UltronError
 from ultron_nb.events.keys import NodeState, derive_experiment_state, normalize
 from ultron_nb.experiments.report import ExperimentStatus, NodeStatus
+from ultron_nb.experiments.watch import Watcher
 from ultron_nb.flow import Flow, Kind
 from ultron_nb.runners.base import RunSpec
 from ultron_nb.runners.registry import Runners
@@ -83,6 +85,7 @@ def status(ws: Workspace, name: str | None = None) -> ExperimentStatus:
         views = repo.node_views(conn, exp.id)
     result = ExperimentStatus(exp.name, exp.flow_name, exp.flow_version, exp.label, exp.target,
                               exp.state, dict(exp.params))
+    result.watcher = functools.partial(watch, ws, exp.name)
     by_name = {v.member.node_name: v for v in views}
     order = flow.topological() if flow else list(by_name)
     specs = run_specs(ws, exp, flow, views) if flow else {}
@@ -140,3 +143,14 @@ def watermarks(ws: Workspace, name: str | None = None) -> dict[str, datetime | N
     """Each running stream node's current watermark (naive UTC)."""
     st = status(ws, name)
     return {n.node: n.watermark for n in st.nodes if n.watermark_ms is not None}
+
+
+def watch(ws: Workspace, name: str | None = None, *, interval: float = 2.0,
+          max_interval: float = 30.0, duration: float | None = None) -> Watcher:
+    """A :class:`~ultron_nb.experiments.watch.Watcher` of experiment ``name`` (default: the
+    latest): nothing runs until it is iterated (``snapshots()``) or started (``start()``);
+    in a notebook, showing it shows the live watch widget."""
+    exp = experiment_row(ws, name)
+    return Watcher(ws, exp.name, functools.partial(status, ws, exp.name), interval=interval,
+                   max_interval=max_interval, duration=duration)
+

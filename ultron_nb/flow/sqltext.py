@@ -180,3 +180,46 @@ def placeholders(text: str) -> list[str]:
 def substitute(text: str, params: dict[str, str]) -> str:
     """Replace ``${name}`` placeholders by parameter values (missing names are kept)."""
     return PLACEHOLDER.sub(lambda m: str(params.get(m.group(1), m.group(0))), text)
+
+
+_GROUP_END = frozenset("HAVING ORDER LIMIT UNION EXCEPT INTERSECT WINDOW QUALIFY OFFSET".split())
+
+
+def group_by_columns(sql: str) -> list[str] | None:
+    """The columns the outermost query groups by (``GROUP BY a, t.b`` → ``["a", "b"]``);
+    None when it does not group, or groups by anything but plain columns."""
+    toks = _tokens(sql)
+    depth = 0
+    start = None
+    for i, tok in enumerate(toks):
+        if tok.text == "(":
+            depth += 1
+        elif tok.text == ")":
+            depth -= 1
+        elif depth == 0 and tok.upper == "GROUP" and i + 1 < len(toks) and \
+                toks[i + 1].upper == "BY":
+            start = i + 2
+    if start is None:
+        return None
+    names: list[str] = []
+    current: list[Token] = []
+    depth = 0
+    for tok in (*toks[start:], Token("op", ",")):
+        if depth == 0 and (tok.text in (",", ";", ")") or tok.upper in _GROUP_END):
+            if len(current) == 1 and current[0].kind in ("word", "quoted"):
+                names.append(_unquote(current[0]))
+            elif (len(current) == 3 and current[1].text == "."
+                  and current[2].kind in ("word", "quoted")):
+                names.append(_unquote(current[2]))
+            else:
+                return None
+            current = []
+            if tok.text != ",":
+                break
+            continue
+        if tok.text == "(":
+            depth += 1
+        elif tok.text == ")":
+            depth -= 1
+        current.append(tok)
+    return names or None

@@ -57,6 +57,29 @@ def _session() -> str:
     return os.environ.get("JPY_SESSION_NAME", "")
 
 
+def _show_watcher(watcher: Any) -> None:
+    from ultron_nb.notebook.widgets import view_of
+
+    view_of(watcher)._ipython_display_()
+
+
+def _live(result: Any) -> Any:
+    """A live result as its notebook view: a watch widget, or a follow run in the
+    foreground with its widget (the verbs return them not started)."""
+    from ultron_nb.experiments.follow import Follow
+    from ultron_nb.experiments.watch import Watcher
+
+    if isinstance(result, Watcher):
+        from ultron_nb.notebook.widgets import view_of
+
+        return view_of(result)
+    if isinstance(result, Follow):
+        from ultron_nb.notebook.widgets import FollowView
+
+        return FollowView(result).run()
+    return result
+
+
 @magics_class
 class UltronMagic(Magics):
     """The ``%ultron`` magic. Settings are traitlets: ``%config UltronMagic.flink_url = ...``."""
@@ -79,6 +102,10 @@ class UltronMagic(Magics):
         self._workspace: Any = None
         self._flow: str | None = None
         self._notes: list[str] = []
+        if shell is not None and getattr(shell, "display_formatter", None) is not None:
+            # ``experiments.status(...).watch()`` shows itself as the live watch widget.
+            shell.display_formatter.ipython_display_formatter.for_type_by_name(
+                "ultron_nb.experiments.watch", "Watcher", _show_watcher)
 
     @observe("flink_url", "flink_port", "home", "db_url", "mlflow_uri")
     def _settings_changed(self, _change: Any) -> None:
@@ -136,7 +163,7 @@ class UltronMagic(Magics):
         args = entry.parser.parse_args(rest)
         self._notes = []
         try:
-            result = entry.run(self, args, cell)
+            result = _live(entry.run(self, args, cell))
         except (UltronError, OSError) as exc:
             error = exc if isinstance(exc, UltronError) else disk_error(exc)
             if error is None or self.show_traceback:

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 NO_WATERMARK = -(2**63)
 
 _OPERATOR_INPUT_WM = re.compile(r"^(?P<subtask>\d+)\.(?P<op>.+)\.currentInputWatermark$")
+#: Rows into a sink writer (``StreamingFileWriter``, ``<sink>: Writer``), not into the
+#: ``end: Writer`` that only takes the committer's messages.
+_WRITER_ROWS = re.compile(r"^(?P<subtask>\d+)\.(?P<op>(?!end_)[^.]*Writer[^.]*)\.numRecordsIn$")
 
 #: Job states after which a job does not run again (lower case).
 TERMINAL_STATES = frozenset({"finished", "failed", "canceled", "suspended"})
@@ -193,6 +196,7 @@ class FlinkRest:
             base_url=self.url, headers=self.headers, verify=_tls_context(verify),
             timeout=timeout, auth=httpx.BasicAuth(*credentials) if credentials else None,
         )
+        self._writer_metrics: dict[str, list[tuple[str, list[str]]]] = {}
 
     def __repr__(self) -> str:
         return f"<FlinkRest {self.url}>"
@@ -490,3 +494,47 @@ class FlinkRest:
                 "written": int(metrics.get("write-records", 0)),
             }
         return out
+
+    # ---------------------------------------------------------------- output rows
+    def _writers(self, job_id: str) -> list[tuple[str, list[str]]]:
+        """(sink vertex, its writers' ``numRecordsIn`` metric names), cached per job once the
+        metric store has them."""
+        cached = self._writer_metrics.get(job_id)
+        if cached is not None:
+            return cached
+        found: list[tuple[str, list[str]]] = []
+        for vertex in self.sink_vertices(job_id):
+            path = f"/jobs/{job_id}/vertices/{vertex}/metrics"
+            names = [str(m["id"]) for m in self.get(path, job=job_id) or []]
+            found.append((vertex, [n for n in names if _WRITER_ROWS.match(n)]))
+        if found and all(names for _, names in found):
+            if len(self._writer_metrics) > 256:
+                self._writer_metrics.clear()
+            self._writer_metrics[job_id] = found
+        return found
+
+    def output_rows(self, job_id: str) -> tuple[int | None, float | None]:
+        """Rows the job's sink writers have taken so far, and how many per second (Flink's
+        own meter, a moving average), summed over subtasks; ``(None, None)`` while the
+        cluster has reported no writer metrics yet (its metric store fills in a while after
+        the job starts)."""
+        rows = 0
+        rate = 0.0
+        seen = False
+        for vertex, names in self._writers(job_id):
+            if not names:
+                continue
+            wanted = names + [n + "PerSecond" for n in names]
+            path = f"/jobs/{job_id}/vertices/{vertex}/metrics"
+            for item in self.get(path, params={"get": ",".join(wanted)}, job=job_id) or []:
+                try:
+                    value = float(item["value"])
+                except (KeyError, TypeError, ValueError):
+                    continue
+                seen = True
+                if str(item["id"]).endswith("PerSecond"):
+                    rate += value
+                else:
+                    rows += int(value)
+        return (rows, round(rate, 3)) if seen else (None, None)
+

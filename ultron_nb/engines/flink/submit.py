@@ -352,3 +352,104 @@ def collect(
                 raise
             raise SqlError(f"{name}: {planner_message(exc, line_offset=1)}") from None
     return columns, rows
+
+
+# ---------------------------------------------------------------- streaming queries
+_CHANGELOG_MODE = re.compile(r"changelogMode=\[([^\]]*)\]")
+
+
+class StreamingQuery:
+    """A streaming query running in this process (a local mini cluster of its own): its
+    rows with their changelog kind, until :meth:`cancel`.
+
+    Iterating blocks until rows come: do it in one thread, and cancel from another. The
+    mini cluster exists for this one job, so cancelling the job ends all the work it does
+    (its sources stop reading) and shuts the mini cluster down.
+    """
+
+    def __init__(self, env: Any, result: Any, columns: list[str], changes: list[str],
+                 name: str):
+        self.columns = columns
+        self.changes = changes  # the result's changelog kinds: ["I"] or ["I", "UB", "UA", "D"]
+        self.name = name
+        self._env = env
+        self._result = result
+        self._client = result.get_job_client()
+        self.job_id = str(self._client.get_job_id()) if self._client is not None else ""
+        self._iterator = result.collect()
+        self._cancelled = False
+
+    @property
+    def insert_only(self) -> bool:
+        """Does the result only ever append rows?"""
+        return set(self.changes) <= {"I"}
+
+    def __iter__(self) -> Any:
+        """``(kind, values)`` per row, kind one of ``+I``, ``-U``, ``+U``, ``-D``."""
+        try:
+            for row in self._iterator:
+                yield str(row.get_row_kind()), tuple(row)
+        except Exception as exc:
+            if self._cancelled:
+                return  # the fetch a cancel interrupted
+            if not _is_java_error(exc):
+                raise
+            raise SqlError(f"{self.name}: {planner_message(exc)}") from None
+
+    def cancel(self) -> None:
+        """Cancel the job (by its id, through its client) and close the result iterator."""
+        if self._cancelled:
+            return
+        self._cancelled = True
+        try:
+            if self._client is not None:
+                self._client.cancel().result()
+        except Exception as exc:  # already ended: nothing to cancel
+            log.debug("%s: cancel of job %s: %s", self.name, self.job_id, exc)
+        try:
+            self._iterator.close()
+        except Exception as exc:
+            log.debug("%s: closing the result of job %s: %s", self.name, self.job_id, exc)
+
+    def outcome(self) -> str:
+        """How the job ended (waits for it): ``canceled``, ``finished``, ``failed: ...``."""
+        if self._client is None:
+            return "unknown"
+        try:
+            self._client.get_job_execution_result().result()
+        except Exception as exc:
+            text = str(exc)
+            if "JobCancellationException" in text:
+                return "canceled"
+            return f"failed: {planner_message(exc)}"
+        return "finished"
+
+
+def stream_query(statements: Sequence[str], query: str, *, conf: Mapping[str, str] | None = None,
+                 name: str = "follow") -> StreamingQuery:
+    """Start streaming query ``query`` in this process (after ``statements`` declare its
+    tables); its rows come with their changelog kinds as they are produced."""
+    settings = {"parallelism.default": "1", "pipeline.name": f"ultron {name}"}
+    settings.update(conf or {})
+    env = table_environment("stream", settings)
+    _run_statements(env, name, statements)
+    columns = [n for n, _ in resolve_columns(env, name, query)]
+    with _LOCK:
+        try:
+            from pyflink.table import ExplainDetail
+
+            plan = env.explain_sql(query, ExplainDetail.CHANGELOG_MODE)
+            result = env.execute_sql(query)
+        except Exception as exc:
+            if not _is_java_error(exc):
+                raise
+            raise SqlError(f"{name}: {planner_message(exc)}") from None
+    return StreamingQuery(env, result, columns, changelog_kinds(plan), name)
+
+
+def changelog_kinds(plan: str) -> list[str]:
+    """The changelog kinds of a query's result, from its ``CHANGELOG_MODE`` explanation (the
+    root of the optimized physical plan); ``["I"]`` when the plan does not say."""
+    section = plan.split("== Optimized Physical Plan ==", 1)[-1]
+    m = _CHANGELOG_MODE.search(section)
+    return [k.strip() for k in m.group(1).split(",") if k.strip()] if m else ["I"]
