@@ -50,6 +50,9 @@ BAD_VALUES: dict[str, tuple[list[str], str | None, list[str]]] = {
     "models": (["--experiment", "ghost"], None, ["ghost"]),
     "model": (["promote", "m", "abc", "--alias", "champion"], None, ["version", "abc"]),
     "mlflow": (["bogus"], None, ["bogus"]),
+    "export": (["ghost", "--out", "x.ipynb"], None, ["ghost"]),
+    "import": (["/nonexistent/shared.ipynb"], None, ["/nonexistent/shared.ipynb"]),
+    "watch": (["ghost", "--interval", "abc"], None, ["--interval", "abc"]),
 }
 
 
