@@ -219,7 +219,7 @@ def _metrics(model: Any, frame: pd.DataFrame, y: Any, prefix: str = "") -> dict[
             if not math.isnan(v)}
 
 
-def train_online(ctx: Any, name: str, *, input: str = "samples", label: str = "label",
+def train_online(ctx: Any, *, name: str, input: str = "samples", label: str = "label",
                  time: str = "ts", key: str = "imp_id", lr: float | None = None,
                  holdout: int = 10, epochs: int = 1, alias: str | None = None,
                  model: CtrModel | None = None) -> TrainResult:
