@@ -221,11 +221,14 @@ def _write(topic: LocalTopic, rng: Any, rows: list[dict[str, Any]], disorder_ms:
     return written
 
 
-def _open_or_create(path: Path, columns: list[tuple[str, str]], partitions: int) -> LocalTopic:
+def _open_or_create(path: Path, columns: list[tuple[str, str]], partitions: int,
+                    world: WorldParams | None = None) -> LocalTopic:
+    """The topic at ``path``, created (naming its ``world`` from the start) if missing."""
     try:
         topic = LocalTopic.open(path)
     except DataError:
-        return LocalTopic(path, partitions, list(columns), "ts").create()
+        extra = {WORLD_KEY: world.to_dict()} if world is not None else {}
+        return LocalTopic(path, partitions, list(columns), "ts", extra).create()
     if topic.partitions != partitions:
         raise ConfigError(
             f"{path} already has {topic.partitions} partitions; generate with "
@@ -287,9 +290,10 @@ class _Log:
     pending: list[dict[str, Any]]
 
     @classmethod
-    def open(cls, folder: Path, impressions: str, clicks: str, partitions: int) -> _Log:
-        imp_topic = _open_or_create(folder / impressions, IMPRESSION_COLUMNS, partitions)
-        clk_topic = _open_or_create(folder / clicks, CLICK_COLUMNS, partitions)
+    def open(cls, folder: Path, impressions: str, clicks: str, partitions: int,
+             world: WorldParams) -> _Log:
+        imp_topic = _open_or_create(folder / impressions, IMPRESSION_COLUMNS, partitions, world)
+        clk_topic = _open_or_create(folder / clicks, CLICK_COLUMNS, partitions, world)
         pending_file = clk_topic.path / PENDING
         pending = json.loads(pending_file.read_text()) if pending_file.is_file() else []
         return cls(imp_topic, clk_topic, dict(imp_topic.extra.get("clicklog", {})), pending)
@@ -355,11 +359,11 @@ def gen_clicklog(
     if max_click_delay <= 0 or disorder < 0:
         raise ConfigError("gen clicklog: max_click_delay and tick > 0, disorder ≥ 0")
     began = time.monotonic()
-    clicklog = _Log.open(_folder(target), impressions, clicks, partitions)
+    params = WorldParams(seed, users, items, ctr)
+    clicklog = _Log.open(_folder(target), impressions, clicks, partitions, params)
     batch_no = int(clicklog.state.get("batches", 0))
     first_id = int(clicklog.state.get("next_imp_id", 0))
     start_ms = _start_ms(start, clicklog.state, live)
-    params = WorldParams(seed, users, items, ctr)
     world = world_of(params)
     rng = np.random.default_rng([seed, batch_no + 1])
     disorder_ms = int(disorder * 1000)
@@ -419,10 +423,10 @@ def gen_requests(
     if candidates < 1 or disorder < 0:
         raise ConfigError("gen requests: candidates ≥ 1 and disorder ≥ 0 are required")
     began = time.monotonic()
-    out = _open_or_create(_folder(target) / topic, REQUEST_COLUMNS, partitions)
+    params = WorldParams(seed, users, items, ctr)
+    out = _open_or_create(_folder(target) / topic, REQUEST_COLUMNS, partitions, params)
     state = dict(out.extra.get("requests", {}))
     recorded = out.extra.get(WORLD_KEY)
-    params = WorldParams(seed, users, items, ctr)
     if recorded and WorldParams.from_dict(recorded) != params:
         raise ConfigError(f"{out.path} holds requests of another world ({recorded}); "
                           "generate with the same --seed/--users/--items/--ctr or into "

@@ -19,7 +19,6 @@ the serving output again and skips the windows it has already written.
 from __future__ import annotations
 
 import logging
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 from ultron_nb.engines.topics import LocalTopic, TopicTail
 from ultron_nb.errors import ConfigError
 from ultron_nb.services.datagen import format_ts, parse_ts
+from ultron_nb.services.serving import graceful_stop
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +130,8 @@ def live_ctr(ctx: Any, *, input: str = "serve", window: str = "1m",
     source = Path(ctx.input_paths[input])
     state = open_live(ctx, window=window, label_window=label_window)
     served, clicks = TopicTail(source / "served"), TopicTail(source / "clicks")
-    stop: list[int] = []
-    previous = signal.signal(signal.SIGTERM, lambda signo, _frame: stop.append(signo))
     written = 0
-    try:
+    with graceful_stop() as stop:
         while not stop and not (until is not None and until()):
             new_served, new_clicks = served.poll(), clicks.poll()
             state.add_served(new_served)
@@ -144,9 +142,7 @@ def live_ctr(ctx: Any, *, input: str = "serve", window: str = "1m",
                 ctx.send_event(f"effect/{ctx.experiment}/ctr", {"windows": rows})
             if not new_served and not new_clicks:
                 time.sleep(poll)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    log.info("live_ctr wrote %d windows", written)
+        log.info("live_ctr wrote %d windows", written)
     return written
 
 

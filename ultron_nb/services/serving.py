@@ -29,11 +29,13 @@ Why a Python node and not a Flink SQL job with a Python UDF: see ``bench/serve_b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -235,7 +237,8 @@ class Server:
         from ultron_nb.services.world import bucket_of
 
         if self.world is None:
-            if self.tail.topic is None:
+            topic = self.tail.topic
+            if topic is None or not any(topic.segments(k) for k in range(topic.partitions)):
                 return 0  # no request written yet
             self.world = world_of_topic(self.tail.path)
         rows = self.take(limit)
@@ -301,6 +304,21 @@ def open_server(ctx: Any, name: str, *, requests: str = "requests", alias: str =
     return server
 
 
+@contextlib.contextmanager
+def graceful_stop() -> Iterator[list[int]]:
+    """While inside, SIGTERM only asks to stop (the list gets the signal); on leaving, a
+    requested stop is delivered again to the previous handler, so a node process stopped
+    this way still ends *stopped* (by the signal), after its loop finished its batch."""
+    stop: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signo, _frame: stop.append(signo))
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if stop:
+            signal.raise_signal(signal.SIGTERM)
+
+
 def serve(ctx: Any, name: str = "ctr_model", *, requests: str = "requests",
           alias: str = "champion", traffic: str | None = None, slate: int = 1,
           poll: float = 0.25, batch: int = 20_000, until: Any = None) -> dict[str, int]:
@@ -308,19 +326,16 @@ def serve(ctx: Any, name: str = "ctr_model", *, requests: str = "requests",
     docstring); what was served."""
     server = open_server(ctx, name, requests=requests, alias=alias, traffic=traffic,
                          slate=slate)
-    stop: list[int] = []
-    previous = signal.signal(signal.SIGTERM, lambda signo, _frame: stop.append(signo))
-    try:
+    summary: dict[str, int] = {}
+    with graceful_stop() as stop:
         while not stop and not (until is not None and until()):
             if not server.step(batch):
                 time.sleep(poll)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    summary = {"served": server.served, "batches": server.batches,
-               "switches": server.champion.switches}
-    log.info("serve %s stopped: %s", name, summary)
+        summary = {"served": server.served, "batches": server.batches,
+                   "switches": server.champion.switches}
+        log.info("serve %s stopped: %s", name, summary)
     return summary
 
 
-__all__ = ["SERVED_CLICK_COLUMNS", "SERVED_COLUMNS", "Champion", "Server", "open_server",
-           "parse_traffic", "rank", "serve"]
+__all__ = ["SERVED_CLICK_COLUMNS", "SERVED_COLUMNS", "Champion", "Server", "graceful_stop",
+           "open_server", "parse_traffic", "rank", "serve"]
