@@ -151,8 +151,8 @@ def window_frame(rows: pd.DataFrame, metric: str, window_ms: int, label_window_m
                     "window_start": pd.Timestamp(int(start), unit="ms"),
                     "window_end": pd.Timestamp(end, unit="ms"), "impressions": len(group),
                     "clicks": int(group["clicked"].sum()), "metric": metric, "value": value,
-                    "ci_low": low, "ci_high": hi, "versions": versions, "_var": var})
-    return pd.DataFrame(out, columns=[*FRAME_COLUMNS, "_var"])
+                    "ci_low": low, "ci_high": hi, "versions": versions, "variance": var})
+    return pd.DataFrame(out, columns=[*FRAME_COLUMNS, "variance"])
 
 
 def _diff_row(metric: str, a: Any, b: Any) -> tuple[float, float, float]:
@@ -162,7 +162,7 @@ def _diff_row(metric: str, a: Any, b: Any) -> tuple[float, float, float]:
         est = stats.newcombe(int(a.clicks), int(a.impressions), int(b.clicks),
                              int(b.impressions))
     else:
-        est = stats.difference(a.value, a._var, b.value, b._var)
+        est = stats.difference(a.value, a.variance, b.value, b.variance)
     return est.value, est.low, est.high
 
 
@@ -202,7 +202,7 @@ def summary_frame(rows: pd.DataFrame, frame: pd.DataFrame, metric: str,
         value, low, high, var = _window_metric(metric, group)
         per[label] = row = {"label": label, "impressions": len(group),
                             "clicks": int(group["clicked"].sum()), "metric": metric,
-                            "value": value, "ci_low": low, "ci_high": high, "_var": var}
+                            "value": value, "ci_low": low, "ci_high": high, "variance": var}
         out.append(row)
     summary = pd.DataFrame(out)
     if baseline in per and len(per) > 1:
@@ -214,7 +214,7 @@ def summary_frame(rows: pd.DataFrame, frame: pd.DataFrame, metric: str,
                 continue
             diffs.append(_diff_row(metric, pd.Series(row), pd.Series(b)))
         summary["diff"], summary["diff_low"], summary["diff_high"] = zip(*diffs, strict=True)
-    return summary.drop(columns=["_var"], errors="ignore")
+    return summary.drop(columns=["variance"], errors="ignore")
 
 
 # ----------------------------------------------------------------------------- the report
@@ -287,7 +287,7 @@ def effect(ws: Workspace, experiments: list[str], *, metric: str = "ctr", window
     diff = diff_frame(frame, baseline)
     summary = summary_frame(rows, frame, metric, baseline)
     return EffectReport(list(dict.fromkeys(experiments)), metric, window, label_window,
-                        baseline, frame.drop(columns=["_var"]), diff, summary)
+                        baseline, frame.drop(columns=["variance"]), diff, summary)
 
 
 __all__ = ["METRICS", "EffectReport", "diff_frame", "effect", "serve_outputs", "served_rows",
