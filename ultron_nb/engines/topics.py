@@ -124,6 +124,21 @@ class LocalTopic:
         return rows
 
 
+#: A manifest entry (epoch ms) saying every record with an earlier event time is written,
+#: in every partition: a writer's promise that a reader may use as a watermark.
+COMPLETE_THROUGH = "complete_through"
+
+
+def complete_through(path: str | Path) -> int | None:
+    """The topic's :data:`COMPLETE_THROUGH` mark as its manifest says now (None: none)."""
+    try:
+        data = json.loads((Path(path) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    mark = dict(data.get("extra") or {}).get(COMPLETE_THROUGH)
+    return int(mark) if mark is not None else None
+
+
 class TopicTail:
     """Follows a local topic: each :meth:`poll` returns the records of the segments
     completed since the last one, partition by partition in order (a consumer's view).
@@ -140,6 +155,12 @@ class TopicTail:
         if self._topic is None and (self.path / MANIFEST).is_file():
             self._topic = LocalTopic.open(self.path)
         return self._topic
+
+    def caught_up(self) -> bool:
+        """Has every segment of every partition there is now been read?"""
+        topic = self.topic
+        return topic is not None and all(
+            self.offsets.get(k, 0) >= len(topic.segments(k)) for k in range(topic.partitions))
 
     def poll(self, limit: int | None = None) -> list[dict[str, Any]]:
         """New records (at most about ``limit``: whole segments are read)."""

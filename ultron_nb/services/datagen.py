@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ultron_nb.config import Settings
-from ultron_nb.engines.topics import LocalTopic
+from ultron_nb.engines.topics import COMPLETE_THROUGH, LocalTopic
 from ultron_nb.errors import ConfigError, DataError
 from ultron_nb.services.world import World, WorldParams, hour_of, world_of
 
@@ -444,11 +444,13 @@ def gen_requests(
         first_id += len(rows)
         count += len(rows)
         _write(out, rng, rows, int(disorder * 1000))
+        if live:  # each tick's segments are all written: readers may pass them
+            out.write_manifest(**{COMPLETE_THROUGH: window_start + span})
     end_ms = start_ms + int(duration * 1000)
     out.write_manifest(requests={"batches": batch_no + 1, "next_req_id": first_id,
                                  "next_start_ms": end_ms,
                                  "total": int(state.get("total", 0)) + count},
-                       **{WORLD_KEY: params.to_dict()})
+                       **{WORLD_KEY: params.to_dict(), COMPLETE_THROUGH: end_ms})
     result = RequestsResult(out.path, partitions, count, format_ts(start_ms), format_ts(end_ms),
                             time.monotonic() - began)
     log.info("%s in %.2f s", result, result.seconds)

@@ -23,8 +23,10 @@ shows. The node writes two local topics under its output: ``served`` and ``click
 (click event time = impression time + the user's delay). Its position (segments read per
 request partition) is saved after each batch, so a restarted node continues.
 
-Why a Python node and not a Flink SQL job with a Python UDF: see ``bench/serve_bench.py``
-(the measurements) and the README's model-center section.
+Why a Python node and not a Flink job with a Python UDF: the node must reload the model
+when the alias moves and answer each impression from the World, state that is plain
+Python in one long-lived process (a Flink UDF holds one model per task and learns of
+an alias move only by polling the registry itself).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ultron_nb.engines.topics import LocalTopic, TopicTail
+from ultron_nb.engines.topics import LocalTopic, TopicTail, complete_through
 from ultron_nb.errors import ConfigError, NotFoundError
 from ultron_nb.services.datagen import format_ts, parse_ts, world_of_topic
 
@@ -204,9 +206,13 @@ class Server:
     last_new: float = field(default_factory=time.monotonic)
 
     def take(self, limit: int) -> list[dict[str, Any]]:
-        """New requests in event-time order: those at or before every partition's latest
-        (a watermark over the partitions); the rest are held until the other partitions
-        catch up, or until no new segment came for ``idle`` seconds."""
+        """New requests in event-time order: those before the topic's watermark — the
+        latest event time every partition has reached, or the writer's ``complete_through``
+        mark (read before polling) once every segment there is has been read; the rest are
+        held until it passes them. Without a writer's mark, once every partition has been
+        seen, everything is read and no new segment came for ``idle`` seconds, everything
+        held is released (a partition gone quiet)."""
+        through = complete_through(self.tail.path)
         parts = self.tail.poll_partitions(limit)
         now = time.monotonic()
         if parts:
@@ -220,14 +226,19 @@ class Server:
         topic = self.tail.topic
         if not self.held or topic is None:
             return []
-        if not parts and now - self.last_new >= self.idle:
+        seen_all = len(self.highs) >= topic.partitions
+        caught_up = self.tail.caught_up()
+        if through is None and seen_all and caught_up and not parts \
+                and now - self.last_new >= self.idle:
             ready, self.held = self.held, []
-        elif len(self.highs) < topic.partitions:
-            return []
         else:
-            mark = min(self.highs.values())
-            ready = [r for r in self.held if r["ts_ms"] <= mark]
-            self.held = [r for r in self.held if r["ts_ms"] > mark]
+            mark = min(self.highs.values()) + 1 if seen_all else None
+            if through is not None and caught_up:
+                mark = through if mark is None else max(mark, through)
+            if mark is None:
+                return []
+            ready = [r for r in self.held if r["ts_ms"] < mark]
+            self.held = [r for r in self.held if r["ts_ms"] >= mark]
         return sorted(ready, key=lambda r: (r["ts_ms"], r["req_id"]))
 
     def step(self, limit: int) -> int:
