@@ -110,7 +110,8 @@ def test_effect_per_label_contains_the_true_ctr_and_the_better_model_wins(
     for name in shares:
         live_dir = serve_outputs(ws, name, "ctr_live") / "ctr"
         want = frame[frame.label == name]
-        wait_until(lambda d=live_dir, n=len(want): len(topic_rows(d)) >= n, 120,
+        count = len(want)
+        wait_until(lambda d=live_dir, n=count: len(topic_rows(d)) >= n, 120,
                    f"{name}'s live windows")
         live = topic_rows(live_dir)
         live["window_start"] = pd.to_datetime(live.window_start)
