@@ -46,6 +46,9 @@ def add_node_arguments(p: argparse.ArgumentParser) -> None:
                    help="run on each new version of registered model NAME (any MLflow client)")
     p.add_argument("--alias", help="with --on-model: run when this alias of the model is set, "
                                    "moved or deleted instead")
+    p.add_argument("--registers", action="append", default=[], metavar="NAME",
+                   help="a registered model this node trains (found by itself in "
+                        "log_model(name=...) calls); --on-model NAME nodes run after it")
     p.add_argument("--when", help="event condition: equals:V, changed, version>N, json:EXPR "
                                   "(e.g. \"json:value['metrics']['auc'] > 0.7\")")
     p.add_argument("--action", default="start", choices=("start", "restart", "stop"),
@@ -82,4 +85,5 @@ def node_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "action": args.action,
         "on_failure": args.on_failure,
         "description": args.description,
+        "registers": args.registers,
     }

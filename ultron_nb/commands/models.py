@@ -81,3 +81,26 @@ def _mlflow(p: argparse.ArgumentParser) -> Run:
         return ui.status(settings)
 
     return run
+
+
+@command("effect", "real-time effect per experiment label: CTR, AUC or log loss per window "
+                   "with intervals, the differences, a plot")
+def _effect(p: argparse.ArgumentParser) -> Run:
+    p.add_argument("experiments", nargs="+", metavar="EXP",
+                   help="experiments to compare (the first is the baseline)")
+    p.add_argument("--metric", default="ctr", choices=("ctr", "auc", "logloss"),
+                   help="ctr (Wilson intervals), auc (DeLong), logloss (normal)")
+    p.add_argument("--window", default="1m", help="event-time window, e.g. 1m, 10m, 1h")
+    p.add_argument("--label-window", default="10m",
+                   help="a click counts within this long after its impression")
+    p.add_argument("--node", help="the serving node (default: the one that served)")
+    p.add_argument("--open", action="store_true",
+                   help="include windows whose clicks may still come")
+
+    def run(face: Face, a: argparse.Namespace, _body: str | None) -> Any:
+        from ultron_nb.services.effect import effect
+
+        return effect(face.workspace, a.experiments, metric=a.metric, window=a.window,
+                      label_window=a.label_window, node=a.node, include_open=a.open)
+
+    return run

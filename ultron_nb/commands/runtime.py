@@ -52,15 +52,18 @@ def _scheduler(p: argparse.ArgumentParser) -> Run:
     return run
 
 
-@command("gen", "generate data: gen clicklog writes impressions and clicks to local topics")
+@command("gen", "generate data: gen clicklog writes impressions and clicks to local topics; "
+                "gen requests writes ad requests (candidates to rank) for a serving node")
 def _gen(p: argparse.ArgumentParser) -> Run:
-    p.add_argument("what", choices=("clicklog",))
-    p.add_argument("--rate", type=float, default=100.0, help="impressions per second")
+    p.add_argument("what", choices=("clicklog", "requests"))
+    p.add_argument("--rate", type=float, default=None,
+                   help="impressions (requests) per second (default 100, requests 10)")
     p.add_argument("--duration", type=float, default=60.0, help="seconds of event time")
     p.add_argument("--partitions", type=int, default=2)
     p.add_argument("--users", type=int, default=1000)
     p.add_argument("--items", type=int, default=200)
     p.add_argument("--ctr", type=float, default=0.05, help="mean click-through rate")
+    p.add_argument("--candidates", type=int, default=8, help="requests: items per request")
     p.add_argument("--disorder", type=float, default=2.0, help="max event-time disorder (s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--start", help="event time of the first impression (default: continue)")
@@ -68,10 +71,14 @@ def _gen(p: argparse.ArgumentParser) -> Run:
                    help="write in wall-clock time, one segment per tick")
 
     def run(face: Face, a: argparse.Namespace, _body: str | None) -> Any:
-        from ultron_nb.services.datagen import gen_clicklog
+        from ultron_nb.services.datagen import gen_clicklog, gen_requests
 
-        return gen_clicklog(face.workspace.settings, rate=a.rate, duration=a.duration,
-                            partitions=a.partitions, users=a.users, items=a.items, ctr=a.ctr,
-                            disorder=a.disorder, seed=a.seed, start=a.start, live=a.live)
+        common = {"duration": a.duration, "partitions": a.partitions, "users": a.users,
+                  "items": a.items, "ctr": a.ctr, "disorder": a.disorder, "seed": a.seed,
+                  "start": a.start, "live": a.live}
+        if a.what == "requests":
+            return gen_requests(face.workspace.settings, rate=a.rate or 10.0,
+                                candidates=a.candidates, **common)
+        return gen_clicklog(face.workspace.settings, rate=a.rate or 100.0, **common)
 
     return run

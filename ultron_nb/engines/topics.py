@@ -181,3 +181,66 @@ def check_schema(path: Path, declared: Sequence[tuple[str, str]], *, who: str) -
         held = ", ".join(f"{n} {t}" for n, t in topic.columns)
         raise DataError(f"{who}: the topic at {path} is shared and {problem} (it holds "
                         f"{held}): declare its columns, or give this topic its own --path")
+
+
+#: A manifest entry (epoch ms) saying every record with an earlier event time is written,
+#: in every partition: a writer's promise that a reader may use as a watermark.
+COMPLETE_THROUGH = "complete_through"
+
+
+def complete_through(path: str | Path) -> int | None:
+    """The topic's :data:`COMPLETE_THROUGH` mark as its manifest says now (None: none)."""
+    try:
+        data = json.loads((Path(path) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    mark = dict(data.get("extra") or {}).get(COMPLETE_THROUGH)
+    return int(mark) if mark is not None else None
+
+
+class TopicTail:
+    """Follows a local topic: each :meth:`poll` returns the records of the segments
+    completed since the last one, partition by partition in order (a consumer's view).
+    ``offsets`` (partition → segments read) is the position; a new tail from saved
+    offsets continues where the last one stopped. A topic not created yet has no records."""
+
+    def __init__(self, path: str | Path, offsets: Mapping[int, int] | None = None):
+        self.path = Path(path)
+        self.offsets: dict[int, int] = {int(k): int(v) for k, v in (offsets or {}).items()}
+        self._topic: LocalTopic | None = None
+
+    @property
+    def topic(self) -> LocalTopic | None:
+        if self._topic is None and (self.path / MANIFEST).is_file():
+            self._topic = LocalTopic.open(self.path)
+        return self._topic
+
+    def caught_up(self) -> bool:
+        """Has every segment of every partition there is now been read?"""
+        topic = self.topic
+        return topic is not None and all(
+            self.offsets.get(k, 0) >= len(topic.segments(k)) for k in range(topic.partitions))
+
+    def poll(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """New records (at most about ``limit``: whole segments are read)."""
+        return [r for rows in self.poll_partitions(limit).values() for r in rows]
+
+    def poll_partitions(self, limit: int | None = None) -> dict[int, list[dict[str, Any]]]:
+        """New records per partition: one segment of each partition in turn, until about
+        ``limit`` records (whole segments) or none is left."""
+        topic = self.topic
+        if topic is None:
+            return {}
+        todo = {k: topic.segments(k)[self.offsets.get(k, 0):] for k in range(topic.partitions)}
+        out: dict[int, list[dict[str, Any]]] = {}
+        total = 0
+        while any(todo.values()) and (limit is None or total < limit):
+            for k, segments in todo.items():
+                if not segments:
+                    continue
+                with segments.pop(0).open() as fh:
+                    rows = [json.loads(line) for line in fh if line.strip()]
+                out.setdefault(k, []).extend(rows)
+                total += len(rows)
+                self.offsets[k] = self.offsets.get(k, 0) + 1
+        return out

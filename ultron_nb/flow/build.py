@@ -71,12 +71,16 @@ def define_node(
     action: str = "start",
     on_failure: bool = False,
     description: str = "",
+    registers: Sequence[str] = (),
 ) -> Node:
     """Build and check one node. ``kind`` is one of :data:`KIND_NAMES` (default ``flink``).
 
     ``on_model NAME`` (with ``alias``) is ``on_event model/NAME/version`` (or
     ``model/NAME/alias/ALIAS``): a new version of registered model NAME, or a move of its
-    alias, as the scheduler's registry watcher announces them."""
+    alias, as the scheduler's registry watcher announces them. ``registers`` names the
+    registered models the node trains (beyond the literal ``log_model(name=...)`` /
+    ``train_online(name=...)`` calls found in a Python body): a node on such a model
+    comes after this one."""
     kind = (kind or "flink").lower().replace("-", "_")
     if kind not in KIND_NAMES:
         raise FlowError(f"node {name!r}: unknown --kind {kind!r} (one of {', '.join(KIND_NAMES)})")
@@ -105,6 +109,7 @@ def define_node(
                               boundary=boundary, every=every, on_event=on_event, when=when,
                               on_failure=on_failure, on_model=on_model, alias=alias),
         "description": description,
+        "registers": tuple(dict.fromkeys(str(m) for m in registers)),
     }
     fields.update(_kind_fields(name, kind, mode, body, fn))
     node = Node(**fields)

@@ -89,11 +89,30 @@ class Flow:
         """Nodes ``name`` reads (data edges)."""
         return self[name].data_inputs()
 
+    def registrars(self, model: str) -> list[str]:
+        """The nodes of this flow that register versions of ``model``."""
+        return [n.name for n in self if model in n.models_registered]
+
+    def model_inputs(self, name: str) -> list[str]:
+        """Model edges into ``name``: the nodes that register a model whose versions or
+        aliases trigger it (``--on-model``). ``name`` is downstream of them: a clone that
+        changes one of them gets its own ``name`` (its own evaluate, validate, serve)."""
+        node = self[name]
+        found = [r for model in node.models_watched for r in self.registrars(model)
+                 if r != name]
+        return list(dict.fromkeys(found))
+
+    def _parents(self, node: Node) -> list[str]:
+        """What ``node`` comes after: its data inputs, ``--after`` sources, model edges."""
+        after = [e.source for e in node.triggers if e.source and e.trigger is Trigger.AFTER]
+        return list(dict.fromkeys([*node.data_inputs(), *after,
+                                   *self.model_inputs(node.name)]))
+
     def downstream(self, name: str) -> list[str]:
         """Every node that depends on ``name`` through data or control edges, transitively."""
         children: dict[str, set[str]] = {n: set() for n in self._nodes}
         for node in self:
-            for src in node.data_inputs():
+            for src in [*node.data_inputs(), *self.model_inputs(node.name)]:
                 children.setdefault(src, set()).add(node.name)
             for edge in node.triggers:
                 if edge.source:
@@ -187,11 +206,9 @@ class Flow:
     def _check_cycles(self) -> None:
         graph: dict[str, list[str]] = {n: [] for n in self._nodes}
         for node in self:
-            for src in node.data_inputs():
-                graph[src].append(node.name)
-            for edge in node.triggers:
-                if edge.source and edge.trigger is Trigger.AFTER:
-                    graph[edge.source].append(node.name)
+            for src in self._parents(node):
+                if src in graph:
+                    graph[src].append(node.name)
         white, grey, black = 0, 1, 2
         color = dict.fromkeys(graph, white)
         for root in graph:
@@ -216,14 +233,12 @@ class Flow:
                     stack.append((child, iter(graph[child])))
 
     def topological(self) -> list[str]:
-        """Node names, every node after the nodes it reads or starts after."""
+        """Node names, every node after the nodes it reads, starts after, or whose models
+        trigger it."""
         indegree = dict.fromkeys(self._nodes, 0)
         children: dict[str, list[str]] = {n: [] for n in self._nodes}
         for node in self:
-            parents = set(node.data_inputs()) | {
-                e.source for e in node.triggers if e.source and e.trigger is Trigger.AFTER
-            }
-            for src in parents:
+            for src in self._parents(node):
                 if src in children:
                     children[src].append(node.name)
                     indegree[node.name] += 1

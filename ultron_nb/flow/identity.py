@@ -2,7 +2,9 @@
 
 The identity of a node covers its normalised definition (SQL without comments and with
 collapsed whitespace; Python by its syntax tree; resource columns), its effective parameters,
-its triggers, and the identities of the nodes it reads. Two nodes with the same identity
+its triggers, the identities of the nodes it reads, and — for a node triggered by a model
+(``--on-model NAME``) — the identities of the nodes of the flow that register NAME: a clone
+that retrains gets its own evaluate, validate and serve. Two nodes with the same identity
 produce the same output, so an experiment may share the running instance of the other.
 """
 
@@ -71,6 +73,7 @@ def definition(node: Node, params: Mapping[str, str] | None = None) -> dict[str,
         "triggers": sorted(
             json.dumps(t.to_dict(), sort_keys=True) for t in node.triggers
         ),
+        **({"registers": sorted(node.registers)} if node.registers else {}),
     }
 
 
@@ -85,10 +88,13 @@ def identities(
     result: dict[str, str] = {}
     for name in flow.topological():
         node = flow[name]
-        payload = {
+        payload: dict[str, Any] = {
             "def": definition(node, params.get(name)),
             "upstream": sorted((ref, result[ref]) for ref in node.data_inputs()),
         }
+        models = flow.model_inputs(name)
+        if models:  # (absent otherwise: identities of flows without model edges stay)
+            payload["models"] = sorted((ref, result[ref]) for ref in models)
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         result[name] = hashlib.sha256(text.encode()).hexdigest()
     return result

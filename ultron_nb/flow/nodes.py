@@ -109,6 +109,7 @@ class Node:
     bounded: bool = False  # a batch node that reads a bounded slice of a stream
     triggers: tuple[ControlEdge, ...] = ()  # control edges acting on this node
     description: str = ""
+    registers: tuple[str, ...] = ()  # registered models it declares it trains (--registers)
 
     # ----------------------------------------------------------------- derived
     @property
@@ -147,6 +148,23 @@ class Node:
     def _inputs(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys([*self.sql_references(), *self.inputs]))
 
+    @cached_property
+    def models_registered(self) -> tuple[str, ...]:
+        """The registered models this node trains: declared with ``--registers NAME``, and
+        found in a Python body as a call ``log_model(..., name="NAME")`` or
+        ``train_online(..., name="NAME")`` with a literal name."""
+        found = list(self.registers)
+        if self.kind is Kind.PYTHON:
+            found += registered_in(self.body)
+        return tuple(dict.fromkeys(found))
+
+    @property
+    def models_watched(self) -> tuple[str, ...]:
+        """The registered models whose versions or aliases trigger this node
+        (``--on-model NAME``)."""
+        names = [model_of_key(e.event_key) for e in self.triggers if e.event_key]
+        return tuple(dict.fromkeys(n for n in names if n))
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["kind"] = str(self.kind)
@@ -157,6 +175,9 @@ class Node:
         data["options"] = [list(o) for o in self.options]
         data["columns"] = [[c.name, c.type] for c in self.columns]
         data["triggers"] = [t.to_dict() for t in self.triggers]
+        data["registers"] = list(self.registers)
+        if not self.registers:  # as flows stored before the field existed: same spec
+            del data["registers"]
         return data
 
     @classmethod
@@ -180,6 +201,7 @@ class Node:
             bounded=bool(data.get("bounded", False)),
             triggers=tuple(ControlEdge.from_dict(t) for t in data.get("triggers", ())),
             description=data.get("description", ""),
+            registers=tuple(str(m) for m in data.get("registers", ())),
         )
 
     # ----------------------------------------------------------------- checks
@@ -234,8 +256,12 @@ class Node:
             if edge.target != self.name:
                 raise FlowError(f"{where}: a control edge targets {edge.target!r}")
             edge.check()
-        if self.kind is Kind.RESOURCE and (self.inputs or self.triggers):
-            raise FlowError(f"{where}: a resource has no inputs or triggers")
+        if self.kind is Kind.RESOURCE and (self.inputs or self.triggers or self.registers):
+            raise FlowError(f"{where}: a resource has no inputs, triggers or models")
+        for model in self.registers:
+            if not model.strip() or "/" in model or ":" in model:
+                raise FlowError(f"{where}: --registers {model!r}: a registered model name "
+                                "(no '/' or ':')")
         known = set(self.param_dict)
         for name in placeholders(self.body):
             if name not in known:
@@ -274,6 +300,46 @@ def python_function_names(source: str) -> list[str]:
     except SyntaxError:
         return []
     return [n.name for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]
+
+
+#: Calls whose literal ``name=`` names a model the node registers.
+REGISTERING_CALLS = frozenset({"log_model", "train_online"})
+
+
+def registered_in(source: str) -> list[str]:
+    """Model names registered by literal calls in Python ``source`` (see
+    :attr:`Node.models_registered`)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    names = []
+    for item in ast.walk(tree):
+        if not isinstance(item, ast.Call):
+            continue
+        func = item.func
+        called = func.attr if isinstance(func, ast.Attribute) else \
+            func.id if isinstance(func, ast.Name) else None
+        if called not in REGISTERING_CALLS:
+            continue
+        for kw in item.keywords:
+            if kw.arg == "name" and isinstance(kw.value, ast.Constant) \
+                    and isinstance(kw.value.value, str):
+                names.append(kw.value.value)
+    return names
+
+
+def model_of_key(key: str) -> str | None:
+    """The model of an ``--on-model`` event key (``model/NAME/version``,
+    ``model/NAME/alias/ALIAS``); None for any other key. The keys are spelled in
+    :mod:`ultron_nb.events.model_keys` too (the flow imports nothing above it)."""
+    if not key.startswith("model/"):
+        return None
+    rest = key[len("model/"):]
+    if rest.endswith("/version") and len(rest) > len("/version"):
+        return rest[: -len("/version")]
+    name, sep, alias = rest.rpartition("/alias/")
+    return name if sep and name and alias and "/" not in alias else None
 
 
 def make_params(pairs: dict[str, Any] | None) -> tuple[tuple[str, str], ...]:

@@ -129,6 +129,8 @@ def plan_launch(
                     reason = "parameters changed"
                 elif _upstream_changed(flow, name, ids, base_identities):
                     reason = "upstream changed"
+                elif changed_models := _models_changed(flow, name, ids, base_identities):
+                    reason = f"model upstream changed: {changed_models}"
                 else:
                     reason = "definition changed"
         if found is not None and found.state.lower() in RUNNING_STATES:
@@ -146,6 +148,20 @@ def plan_launch(
 
 def _overridden(overrides: Mapping[str, str] | None, node: str, param: str) -> bool:
     return bool(overrides) and (f"{node}.{param}" in overrides or param in overrides)
+
+
+def _models_changed(
+    flow: Flow, name: str, ids: Mapping[str, str], base: Mapping[str, str]
+) -> str:
+    """Which changed nodes register a model that triggers ``name`` (e.g. ``train
+    (ctr_model)``), or ""."""
+    node = flow[name]
+    out = []
+    for model in node.models_watched:
+        for ref in flow.registrars(model):
+            if ref != name and base.get(ref) != ids[ref]:
+                out.append(f"{ref} ({model})")
+    return ", ".join(dict.fromkeys(out))
 
 
 def _upstream_changed(

@@ -103,6 +103,11 @@ def to_dot(
     for node in flow:
         for src in node.data_inputs():
             out.append(f"  {_quote(src)} -> {_quote(node.name)} [label=\"data\"];")
+        for src in flow.model_inputs(node.name):
+            models = [m for m in node.models_watched if m in flow[src].models_registered]
+            out.append(f"  {_quote(src)} -> {_quote(node.name)} [style=dotted, "
+                       f'color="#7048e8", fontcolor="#7048e8", '
+                       f"label={_quote('model ' + ', '.join(models))}];")
     for i, edge in enumerate(flow.control_edges()):
         source = edge.source
         if edge.trigger is Trigger.PERIODIC or edge.trigger is Trigger.EVENT:

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ultron_nb.engines.outputs import read_frame
 from ultron_nb.errors import NotFoundError
 from ultron_nb.events import DEFAULT_NAMESPACE, Event, send_event
 from ultron_nb.store import open_database
@@ -59,6 +58,8 @@ class NodeContext:
         if name not in self.inputs:
             raise NotFoundError(f"node {self.node!r} has no input {name!r} (inputs: "
                                 f"{', '.join(sorted(self.inputs)) or 'none'})")
+        from ultron_nb.engines.outputs import read_frame  # lazy: duckdb, the Flink engine
+
         return read_frame(name, self.inputs[name], what=f"node {self.node!r}")
 
     @property

@@ -4,7 +4,8 @@
 session, so it outlives the scheduler). In ONE transaction it claims the run's trigger,
 records a ``jobs`` row (attempt, trigger, pid) and sends the ``running`` status event; a
 trigger it cannot claim (already claimed, cancelled or suspended by a stop) does not run. It
-then runs the node in a child process (``exec-node``) with the log
+then runs the node in a child process — forked from itself when the node runs on the same
+interpreter (no second interpreter start), else ``exec-node`` — with the log
 ``<home>/logs/<experiment>/<node>-<attempt>.log`` and records the end — ``finished``,
 ``failed`` (with the last error line, or the signal that killed it) or ``stopped`` — with its
 status event, again in one transaction, retrying while the store is unreachable.
@@ -12,6 +13,7 @@ status event, again in one transaction, retrying while the store is unreachable.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import inspect
 import json
@@ -85,6 +87,85 @@ def _claim(db: Any, spec: dict[str, Any]) -> tuple[int, int, Path] | None:
     return job.id, attempt, log_path
 
 
+class _Forked:
+    """The node's child process made by ``fork`` (the part of ``Popen`` that
+    :func:`_supervise` uses)."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired("exec-node", timeout)
+            time.sleep(0.01)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, signo: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signo)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def _forked_node(spec_path: str, attempt: int, log_path: Path, out: Any) -> None:
+    """In the forked child: the node's standard streams go to its log, the runner's signal
+    handlers are undone, the node runs; the process ends with the node's exit code."""
+    code = 1
+    try:
+        for signo in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signo, signal.SIG_DFL if signo == signal.SIGTERM
+                          else signal.default_int_handler)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(out.fileno(), 1)
+        os.dup2(out.fileno(), 2)
+        code = exec_node(spec_path, attempt, str(log_path))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # the node's own failure: its traceback goes to its log
+        traceback.print_exc()
+    finally:
+        try:
+            atexit._run_exitfuncs()  # what the node registered (e.g. MLflow ending its run)
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _start_child(spec: dict[str, Any], spec_path: str, attempt: int, log_path: Path,
+                 out: Any) -> Any:
+    """The node's child process. Forked from this runner when the node runs on this
+    interpreter (it has the imports already: no second interpreter start, which is most
+    of the runner's latency); a fresh ``python -m ... exec-node`` for another one."""
+    if hasattr(os, "fork") and os.path.realpath(spec["python"]) == \
+            os.path.realpath(sys.executable):
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        pid = os.fork()
+        if pid == 0:
+            os.chdir(spec["cwd"])
+            _forked_node(spec_path, attempt, log_path, out)
+        return _Forked(pid)
+    return subprocess.Popen(
+        [spec["python"], "-m", "ultron_nb.runners.process", "exec-node", spec_path,
+         str(attempt), str(log_path)],
+        cwd=spec["cwd"], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+    )
+
+
 def _supervise(spec: dict[str, Any], spec_path: str, attempt: int, log_path: Path,
                stop_requested: threading.Event, stop_at: list[float]) -> int | None:
     """Run the node's child process; SIGTERM it on a stop, SIGKILL after the grace."""
@@ -97,11 +178,7 @@ def _supervise(spec: dict[str, Any], spec_path: str, attempt: int, log_path: Pat
         out.flush()
         if stop_requested.is_set():
             return None
-        child = subprocess.Popen(
-            [spec["python"], "-m", "ultron_nb.runners.process", "exec-node", spec_path,
-             str(attempt), str(log_path)],
-            cwd=spec["cwd"], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-        )
+        child = _start_child(spec, spec_path, attempt, log_path, out)
         grace = float(spec.get("stop_grace", 10.0))
         while True:
             try:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import html
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ultron_nb import experiments
 from ultron_nb.engines.graphviz import dot_to_svg
-from ultron_nb.errors import ConfigError
+from ultron_nb.errors import ConfigError, EngineError
 from ultron_nb.experiments import ExperimentStatus
 from ultron_nb.flow.plan import Plan, Step, plan_launch
 from ultron_nb.store import experiments as repo
@@ -27,12 +27,14 @@ if TYPE_CHECKING:
 
 @dataclass
 class ClonePlan:
-    """What a clone will do, node by node (shown before launching, and by ``--dry-run``)."""
+    """What a clone will do, node by node (shown before launching, and by ``--dry-run``);
+    ``notes`` say what it means for the models (:func:`ultron_nb.services.models.clone_note`)."""
 
     source: str
     name: str
     plan: Plan
     overrides: dict[str, str]
+    notes: list[str] = field(default_factory=list)
 
     def rows(self) -> list[list[str]]:
         out = []
@@ -47,8 +49,9 @@ class ClonePlan:
         return [p.node for p in self.plan.nodes if p.step is not Step.SHARE]
 
     def __str__(self) -> str:
-        return str(Table(["node", "plan", "instance", "why", "parameters"], self.rows(),
-                         title=f"clone {self.source} → {self.name}"))
+        table = str(Table(["node", "plan", "instance", "why", "parameters"], self.rows(),
+                          title=f"clone {self.source} → {self.name}"))
+        return "\n".join([table, *self.notes])
 
     def __repr__(self) -> str:
         return str(self)
@@ -63,7 +66,9 @@ class ClonePlan:
         )
         return (f"<table><caption>clone <b>{html.escape(self.source)}</b> → "
                 f"<b>{html.escape(self.name)}</b></caption><tr><th>node</th><th>plan</th>"
-                f"<th>instance</th><th>why</th><th>parameters</th></tr>{body}</table>")
+                f"<th>instance</th><th>why</th><th>parameters</th></tr>{body}</table>"
+                + ("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
+                   + "</ul>" if self.notes else ""))
 
 
 @dataclass
@@ -104,7 +109,21 @@ def plan_clone(ws: Workspace, source: str, name: str,
         existing = experiments.existing_instances(conn, flow, exp.target.rstrip("/"))
     plan = plan_launch(flow, merged, existing, target=exp.target.rstrip("/"),
                        base_params=base_params, base_identities=base_ids, flag="--set")
-    return ClonePlan(source, name, plan, merged)
+    cplan = ClonePlan(source, name, plan, merged)
+    cplan.notes = _model_notes(ws, cplan, flow)
+    return cplan
+
+
+def _model_notes(ws: Workspace, cplan: ClonePlan, flow: Any) -> list[str]:
+    """The clone plan's lines about models (one line, not a failure, if the registry
+    cannot be read)."""
+    from ultron_nb.services.models import clone_note, mlflow_errors
+
+    try:
+        with mlflow_errors(ws):
+            return clone_note(ws, cplan.source, cplan.name, cplan.launches, flow)
+    except EngineError as exc:
+        return [f"models: the registry could not be read ({exc})"]
 
 
 def clone(ws: Workspace, source: str, name: str, overrides: Mapping[str, str] | None = None,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from ultron_nb.store.db import Database
 from ultron_nb.store.schema import SCHEMA_VERSION
 
@@ -19,3 +21,14 @@ def open_database(url: str, *, create_parent: bool = True) -> Database:
         _OPEN[url] = db
     db.ensure_schema()
     return db
+
+
+def _forget_connections() -> None:
+    """In a forked child: never use the parent's pooled connections (SQLAlchemy's advice
+    for ``fork``: dispose without closing what the parent still uses)."""
+    for db in _OPEN.values():
+        db.engine.dispose(close=False)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_connections)
