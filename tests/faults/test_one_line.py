@@ -53,6 +53,7 @@ BAD_VALUES: dict[str, tuple[list[str], str | None, list[str]]] = {
     "export": (["ghost", "--out", "x.ipynb"], None, ["ghost"]),
     "import": (["/nonexistent/shared.ipynb"], None, ["/nonexistent/shared.ipynb"]),
     "watch": (["ghost", "--interval", "abc"], None, ["--interval", "abc"]),
+    "effect": (["ghost", "--metric", "mse"], None, ["--metric", "mse"]),
 }
 
 
