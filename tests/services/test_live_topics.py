@@ -1,0 +1,158 @@
+"""Live appends to local topics are read in order, whatever their pattern (issue 12, item 3).
+
+A stream job over a flow that is not the CTR demo (``orders`` + ``payments`` → ``paid_orders``,
+a LEFT interval join) runs on the real cluster while segments are appended in three patterns:
+a burst of six segments per partition at once, partitions at different rates, one partition
+idle for a long stretch and then a burst. For each pattern the live output must equal, row for
+row, the output of a bounded read of the same final data and the truth computed in pandas
+from the topic files. Stop with a savepoint → append → resume must give the truth too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from ultron_nb.services import experiments as ex
+
+from .orders_flow import (
+    SLICE,
+    T0,
+    WINDOW,
+    Feed,
+    compare,
+    define_orders_flow,
+    flushed,
+    keys_of,
+    output_rows,
+    truth,
+)
+
+pytestmark = [pytest.mark.flink, pytest.mark.slow]
+
+#: Twice the 5 s source idle timeout that used to be set for parallelism > 1.
+IDLE_STRETCH_S = 10.0
+
+
+def poll(predicate: Callable[[], Any], timeout: float, interval: float = 0.3) -> bool:
+    """Wait for ``predicate``; False (not an error) when it did not come true in time, so a
+    test can still report what it measured."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def _burst(ws: Any, feed: Feed) -> dict[str, Any]:
+    feed.append_all(6)
+    return {}
+
+
+def _rates(ws: Any, feed: Feed) -> dict[str, Any]:
+    """Three producers at different rates, each flushing a batch per tick of its own: one
+    segment every 0.1 s, two every 0.4 s, three every 1 s, until each wrote 12 minutes."""
+    batches = {0: (1, 1), 1: (4, 2), 2: (10, 3)}  # partition → (ticks between, segments)
+    tick = 0
+    while any(feed.cursor[p] < 12 for p in batches):
+        for part, (every, size) in batches.items():
+            if tick % every == 0 and feed.cursor[part] < 12:
+                feed.append(part, min(size, 12 - feed.cursor[part]))
+        tick += 1
+        time.sleep(0.1)  # the producers' pace, not a synchronisation
+    return {}
+
+
+def _idle(ws: Any, feed: Feed) -> dict[str, Any]:
+    """Partition 2 stays idle while 0 and 1 advance 15 minutes; then it bursts."""
+    for part in (0, 1):
+        feed.append(part, 15)
+    idle_end = T0 + feed.cursor[2] * SLICE  # the idle partition's data ends here
+    started = time.monotonic()
+
+    def ahead() -> bool:  # the job has read the others' new data (matched rows come out)
+        return any(pd.Timestamp(r["ts"]) > idle_end for r in output_rows(ws, "live"))
+
+    processed = poll(ahead, 60)
+    max_wm = None
+    while time.monotonic() - started < IDLE_STRETCH_S:  # the idle stretch itself
+        marks = [pd.Timestamp(r["__wm"]) for r in output_rows(ws, "live") if r.get("__wm")]
+        max_wm = max(marks) if marks else max_wm
+        time.sleep(0.5)
+    feed.append(2, 15)
+    return {"processed_others": processed, "idle_end": idle_end, "max_wm_while_idle": max_wm}
+
+
+PATTERNS = {"burst": _burst, "rates": _rates, "idle": _idle}
+
+
+def _bounded_read(ws: Any) -> Any:
+    """The same files read as a bounded replay (another flow over the same topic paths)."""
+    define_orders_flow(ws, "orders_replay", path_prefix=str(ws.settings.home / "topics"))
+    ex.launch(ws, "orders_replay", name="replay", bounded=True)
+    assert poll(lambda: ex.status(ws, "replay").state == "finished", 120), \
+        str(ex.status(ws, "replay"))
+    return keys_of(output_rows(ws, "replay"))
+
+
+@pytest.mark.parametrize("pattern", list(PATTERNS))
+def test_live_appends_give_the_bounded_output_and_the_truth(flink_workspace: Any,
+                                                            pattern: str) -> None:
+    ws = flink_workspace
+    feed = Feed(ws.settings.home, partitions=3)
+    feed.append_all(3)  # a backlog
+    define_orders_flow(ws)
+    st = ex.launch(ws, "orders", name="live")
+    assert st.state == "running", str(st)
+    seen = PATTERNS[pattern](ws, feed)
+    feed.end()
+    poll(lambda: flushed(ws, "live"), 90)
+    live = keys_of(output_rows(ws, "live"))
+    ex.stop(ws, "live")
+    want = truth(ws.settings.home)
+    bounded = _bounded_read(ws)
+    figures = {"live": compare(live, want), "bounded": compare(bounded, want),
+               "live_equals_bounded": live == bounded, **seen}
+    print(f"\n{pattern}: {figures}")  # the measured figures, shown with -s
+    zero = {"missing": 0, "duplicates": 0, "wrong": 0, "wrong_positive": 0}
+    assert {k: figures["live"][k] for k in zero} == zero, figures
+    assert {k: figures["bounded"][k] for k in zero} == zero, figures
+    assert live == bounded, figures
+    assert figures["live"]["positives"] > 100
+    if pattern == "idle":
+        # The idle partition held the watermark back while the others ran 15 min ahead: the
+        # output (an interval join: its watermark trails the input by the 10 min window)
+        # stayed behind the idle partition's data.
+        assert seen["processed_others"], figures
+        wm = seen["max_wm_while_idle"]
+        assert wm is None or wm <= seen["idle_end"] - WINDOW, figures
+
+
+def test_stop_with_savepoint_appends_and_resume_give_the_truth(flink_workspace: Any) -> None:
+    ws = flink_workspace
+    feed = Feed(ws.settings.home, partitions=3)
+    feed.append_all(3)
+    define_orders_flow(ws)
+    ex.launch(ws, "orders", name="live")
+    feed.append_all(6)
+    assert poll(lambda: len(output_rows(ws, "live")) >= 50, 60)  # mid-stream
+    st = ex.stop(ws, "live", savepoint=True)
+    assert st.state == "stopped" and st["paid_orders"].savepoint, str(st)
+    before = keys_of(output_rows(ws, "live"))
+    feed.append_all(6)  # while it is stopped
+    st = ex.resume(ws, "live")
+    assert st.state == "running", str(st)
+    feed.append_all(3)  # after the resume
+    feed.end()
+    poll(lambda: flushed(ws, "live"), 90)
+    got = keys_of(output_rows(ws, "live"))
+    figures = compare(got, truth(ws.settings.home))
+    print(f"\nsavepoint: rows before stop {sum(before.values())}, {figures}")
+    assert {k: figures[k] for k in ("missing", "duplicates", "wrong", "wrong_positive")} == \
+        {"missing": 0, "duplicates": 0, "wrong": 0, "wrong_positive": 0}, figures
+    assert sum(before.values()) < figures["rows"]
