@@ -5,7 +5,8 @@ event time (a LEFT interval join), else 0. The data is deterministic: a timeline
 partition and, for most orders, a payment some seconds to 15 minutes later, in the payments
 partition its order id hashes to. :class:`Feed` appends that timeline to the two local topics
 in slices of event time, one segment per slice and partition, in whatever pattern a test wants
-(a burst, different rates, an idle partition); :func:`truth` computes the expected output in
+(a burst, different rates, an idle partition), then flush rows that push the watermark past
+the data; :func:`truth` computes the expected output in
 pandas from what the topic files hold; :func:`compare` counts missing, duplicated and wrong
 rows of an output against it.
 """
@@ -35,6 +36,11 @@ FROM orders o
 LEFT JOIN payments p
   ON o.order_id = p.order_id AND p.ts BETWEEN o.ts AND o.ts + INTERVAL '10' MINUTE
 """
+PAID_MINUTE = """
+SELECT window_start, COUNT(*) AS orders, SUM(paid) AS paid
+FROM TABLE(TUMBLE(TABLE paid_orders, DESCRIPTOR(ts), INTERVAL '1' MINUTE))
+GROUP BY window_start, window_end
+"""
 T0 = datetime(2025, 3, 1)
 SLICE = timedelta(minutes=1)
 WINDOW = timedelta(minutes=10)
@@ -55,6 +61,9 @@ def define_orders_flow(ws: Any, flow: str = "orders", *, partitions: int = 3,
                                 path=paths.get("payments")))
     ws.define(flow, define_node("paid_orders", PAID_ORDERS, options={
         "checkpoint_interval": "1 s", "parallelism": str(parallelism)}))
+    # Reads paid_orders' output: its sink subtasks' part files, as partitions.
+    ws.define(flow, define_node("paid_minute", PAID_MINUTE, options={
+        "checkpoint_interval": "1 s"}))
     return ws.flow(flow)
 
 
@@ -148,21 +157,16 @@ class Feed:
         for part in range(self.partitions):
             self.append(part, slices)
 
-    def flush(self, minutes: int) -> None:
-        """One segment per partition of both topics at ``minutes`` after the furthest
-        slice: pushes the watermark of every partition past all the data."""
-        ts = _fmt(T0 + max(self.cursor) * SLICE + timedelta(minutes=minutes))
-        for part in range(self.partitions):
-            self.orders.append(part, [{"order_id": f"{FLUSH}-{minutes}-{part}", "user_id": "u",
-                                       "amount": 0.0, "ts": ts}])
-            self.payments.append(part, [{"order_id": f"{FLUSH}-pay-{minutes}-{part}",
-                                         "paid": 0.0, "ts": ts}])
-
-    def end(self) -> None:
-        """Flush twice: orders of the first flush come out once the second one's watermark
-        closes their window — after every order before them."""
-        self.flush(30)
-        self.flush(60)
+    def flush(self, step: int) -> None:
+        """Flush step ``step``: in every partition of both topics an order and its payment,
+        ``20 * step`` minutes after the furthest slice. They match at once, so paid_orders
+        writes them out with its watermark, which is how paid_minute learns it."""
+        ts = _fmt(T0 + max(self.cursor) * SLICE + timedelta(minutes=20 * step))
+        for part in range(self.partitions):  # a few keys: some reach every join subtask
+            ids = [f"{FLUSH}-{step}-{part}-{i}" for i in range(4)]
+            self.orders.append(part, [{"order_id": i, "user_id": "u", "amount": 0.0, "ts": ts}
+                                      for i in ids])
+            self.payments.append(part, [{"order_id": i, "paid": 0.0, "ts": ts} for i in ids])
 
 
 def _rows(topic: LocalTopic) -> list[dict[str, Any]]:
@@ -216,9 +220,29 @@ def keys_of(rows: list[dict[str, Any]]) -> Counter[tuple[Any, ...]]:
                    for r in rows if not r["order_id"].startswith(FLUSH))
 
 
-def flushed(ws: Any, experiment: str) -> bool:
-    """Has the first flush's order come out (so every order before it has)?"""
-    return any(r["order_id"].startswith(f"{FLUSH}-30-") for r in output_rows(ws, experiment))
+def flushed(ws: Any, experiment: str, want: dict[str, tuple[Any, ...]]) -> bool:
+    """Has paid_minute closed the window of the last minute of ``want``? Then its watermark,
+    read from paid_orders' rows, passed the data on every sink subtask, so paid_orders has
+    written every order before it too."""
+    last = max(minute_truth(want))[0]
+    return any(k[0] == last for k in minute_keys(output_rows(ws, experiment, "paid_minute")))
+
+
+def minute_truth(want: dict[str, tuple[Any, ...]]) -> Counter[tuple[Any, ...]]:
+    """paid_minute's rows computed from paid_orders' truth."""
+    import pandas as pd
+
+    frame = pd.DataFrame([(pd.Timestamp(v[3]).floor("min"), v[4]) for v in want.values()],
+                         columns=["minute", "paid"])
+    groups = frame.groupby("minute").paid.agg(["count", "sum"])
+    return Counter((m.isoformat(), int(c), int(p)) for m, (c, p) in groups.iterrows())
+
+
+def minute_keys(rows: list[dict[str, Any]]) -> Counter[tuple[Any, ...]]:
+    import pandas as pd
+
+    return Counter((pd.Timestamp(r["window_start"]).isoformat(), int(r["orders"]),
+                    int(r["paid"])) for r in rows)
 
 
 def compare(got: Counter[tuple[Any, ...]], want: dict[str, tuple[Any, ...]]) -> dict[str, int]:

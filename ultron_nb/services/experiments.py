@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ultron_nb.engines.flink import ddl
+from ultron_nb.engines.flink.connector import connector_jar_url
 from ultron_nb.engines.flink.rest import FlinkRest
 from ultron_nb.engines.topics import LocalTopic
 from ultron_nb.errors import (
@@ -268,11 +269,6 @@ def _job_config(ws: Workspace, node: Node, *, experiment: str, instance: str, ta
         "restart-strategy.fixed-delay.delay": ddl.flink_duration(_option(node, "restart_delay")),
     })
     idle = _option(node, "idle_timeout")
-    if live and not idle and int(conf["parallelism.default"]) > 1:
-        log.warning("node %s: parallelism > 1 leaves some readers of a partition without files; "
-                    "marking sources idle after 5 s (a partition that wakes up with older "
-                    "data than the others loses it as late)", node.name)
-        idle = "5 s"
     if live and idle:
         conf["table.exec.source.idle-timeout"] = ddl.flink_duration(idle)
     if extra_jars:
@@ -340,7 +336,8 @@ class _Launch:
                                node.time_column).create()
                 if mode == "bounded" and not reader.is_stream:
                     return ddl.batch_source(name, path, shape), None
-                return ddl.topic_source(name, path, shape, mode=mode, replay_dir=replay,
+                jars.append(connector_jar_url())
+                return ddl.topic_source(name, path, shape, mode=mode,
                                         monitor_interval=monitor), None
             if rtype is ResourceType.KAFKA:
                 kafka = _kafka_module()
@@ -364,9 +361,9 @@ class _Launch:
             folder = Path(out["path"])
             if mode == "bounded" and not reader.is_stream:
                 return ddl.batch_source(name, ddl.output_folder(folder), shape), name
+            jars.append(connector_jar_url())
             return ddl.output_source(name, folder, shape, int(out.get("partitions", 1)),
-                                     mode=mode, replay_dir=replay,
-                                     monitor_interval=monitor), name
+                                     mode=mode, monitor_interval=monitor), name
         out = self.stored_output(name)
         if out and out.get("path") and out.get("columns"):
             shape = ddl.TableShape.from_dict(out)
