@@ -11,8 +11,10 @@ DEMO_HOME := $(CURDIR)/.ultron
 setup: prereqs $(STAMP)
 	@# The Kafka connector jars for Flink (idempotent; see ultron_nb/engines/flink/kafka.py).
 	@$(BIN)/python -m ultron_nb.engines.flink.kafka install >/dev/null
+	@# The ultron-topic connector (local topics, read in order), built with javac (cached).
+	@$(BIN)/python -m ultron_nb.engines.flink.connector build >/dev/null
 
-# Java 11+ for Flink, graphviz's dot for the DAG.
+# Java 11+ for Flink, a JDK's javac to build the topic connector, graphviz's dot for the DAG.
 prereqs:
 	@if ! command -v java >/dev/null 2>&1; then \
 	  echo "ultron_nb needs Java 11 or newer for Flink: apt-get install -y openjdk-17-jre-headless" >&2; exit 1; fi
@@ -20,6 +22,7 @@ prereqs:
 	  if [ "$$v" = "1" ] || [ -z "$$v" ] || [ "$$v" -lt 11 ]; then \
 	    echo "ultron_nb needs Java 11 or newer for Flink (found: $$(java -version 2>&1 | head -1))" >&2; exit 1; fi
 	@missing=""; command -v dot >/dev/null 2>&1 || missing="$$missing graphviz"; \
+	  command -v javac >/dev/null 2>&1 || missing="$$missing openjdk-17-jdk-headless"; \
 	  if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
 	      echo "installing$$missing with apt-get"; \

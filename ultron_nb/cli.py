@@ -58,8 +58,11 @@ def _nodes(p: argparse.ArgumentParser) -> Handler:
 
     def run(a: argparse.Namespace) -> Any:
         from ultron_nb.display import nodes_table
+        from ultron_nb.services.local_topics import topic_paths
 
-        return nodes_table(_workspace(a).flow(a.flow, a.version))
+        ws = _workspace(a)
+        flow = ws.flow(a.flow, a.version)
+        return nodes_table(flow, topic_paths(ws, flow))
 
     return run
 

@@ -342,3 +342,48 @@ def _send(p: argparse.ArgumentParser) -> Run:
         return Message(f"event {event.key} version {event.version} = {a.value}")
 
     return run
+
+
+# ------------------------------------------------------------------ feeding topics
+@command("append", "append rows to a local topic: --file (CSV, Parquet, JSON lines) or, in a "
+                   "notebook, --frame VAR (a DataFrame)")
+def _append(p: argparse.ArgumentParser) -> Run:
+    p.add_argument("topic", help="a topic node (of --flow, else of any flow) or a topic directory")
+    p.add_argument("--file", help="a CSV, Parquet or JSON-lines file")
+    p.add_argument("--frame", metavar="VAR", help="in a notebook: the DataFrame variable VAR")
+    p.add_argument("--partition", type=int, help="write every row to partition N")
+    p.add_argument("--partition-by", metavar="COLUMN",
+                   help="hash rows to partitions by COLUMN (default: the topic's --key)")
+    p.add_argument("--flow", help="the flow that defines TOPIC (default: the current flow)")
+
+    def run(ws: Any, a: argparse.Namespace, _body: str | None) -> Any:
+        from ultron_nb.errors import ConfigError
+
+        if (a.file is None) == (a.frame is None):
+            raise ConfigError("append needs one of --file F or --frame VAR")
+        data = a.file if a.file is not None else _notebook_frame(a.frame)
+        return ws.append(a.topic, data, partition_by=a.partition_by, partition=a.partition,
+                         flow=a.flow)
+
+    return run
+
+
+def _notebook_frame(name: str) -> Any:
+    """The DataFrame in notebook variable ``name``."""
+    import pandas as pd
+    from IPython import get_ipython
+
+    from ultron_nb.errors import ConfigError, NotFoundError
+
+    shell = get_ipython()
+    if shell is None:
+        raise ConfigError("--frame VAR reads a notebook variable; outside a notebook use "
+                          "--file F")
+    if name not in shell.user_ns:
+        raise NotFoundError(f"--frame {name}: no variable {name!r} in the notebook")
+    value = shell.user_ns[name]
+    if not isinstance(value, pd.DataFrame):
+        raise ConfigError(f"--frame {name}: {name!r} is a {type(value).__name__}, not a "
+                          "pandas DataFrame")
+    return value
+

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -109,16 +109,19 @@ def history_table(history: Sequence[dict[str, Any]]) -> Table:
     return Table(["version", "change", "nodes", "created"], rows)
 
 
-def nodes_table(flow: Any) -> Table:
-    """The nodes of a flow: kind, what they read, triggers, parameters, identity."""
+def nodes_table(flow: Any, paths: Mapping[str, str] | None = None) -> Table:
+    """The nodes of a flow: kind, what they read, triggers, parameters, identity, and where
+    a resource's data lives (``paths``: node → path, e.g. a local topic's directory)."""
     from ultron_nb.flow.identity import identities
 
     ids = identities(flow) if len(flow) else {}
+    paths = paths or {}
     rows = [
         [n.name, n.label, ", ".join(n.data_inputs()),
          "; ".join(e.label + (f" {e.source}" if e.source else "") for e in n.triggers),
-         ", ".join(f"{k}={v}" for k, v in n.params), ids.get(n.name, "")[:12]]
+         ", ".join(f"{k}={v}" for k, v in n.params), ids.get(n.name, "")[:12],
+         paths.get(n.name, "")]
         for n in flow
     ]
-    return Table(["node", "kind", "reads", "triggers", "params", "identity"], rows,
+    return Table(["node", "kind", "reads", "triggers", "params", "identity", "path"], rows,
                  title=f"flow {flow.name} version {flow.version}")

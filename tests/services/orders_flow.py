@@ -59,11 +59,11 @@ def define_orders_flow(ws: Any, flow: str = "orders", *, partitions: int = 3,
     ws.define(flow, define_node("payments", PAYMENTS, kind="topic", time="ts",
                                 watermark="5 s", partitions=partitions, key="order_id",
                                 path=paths.get("payments")))
+    options = {"checkpoint_interval": "1 s", "monitor_interval": "200 ms"}
     ws.define(flow, define_node("paid_orders", PAID_ORDERS, options={
-        "checkpoint_interval": "1 s", "parallelism": str(parallelism)}))
+        **options, "parallelism": str(parallelism)}))
     # Reads paid_orders' output: its sink subtasks' part files, as partitions.
-    ws.define(flow, define_node("paid_minute", PAID_MINUTE, options={
-        "checkpoint_interval": "1 s"}))
+    ws.define(flow, define_node("paid_minute", PAID_MINUTE, options=options))
     return ws.flow(flow)
 
 
@@ -77,9 +77,11 @@ def _bucket(key: str, partitions: int) -> int:
 
 @dataclass
 class Feed:
-    """Appends a deterministic order/payment timeline to the topics, slice by slice."""
+    """Appends a deterministic order/payment timeline to the topics, slice by slice, through
+    ``Workspace.append`` (one segment per slice, partition and topic)."""
 
-    home: Path
+    ws: Any
+    flow: str = "orders"
     partitions: int = 3
     orders_per_slice: int = 20
     seed: int = 7
@@ -89,15 +91,11 @@ class Feed:
 
     def __post_init__(self) -> None:
         self.cursor = [0] * self.partitions
-        self.orders = self._topic("orders", ORDERS)
-        self.payments = self._topic("payments", PAYMENTS)
 
-    def _topic(self, name: str, schema: str) -> LocalTopic:
-        path = self.home / "topics" / name
-        if (path / "_topic.json").is_file():
-            return LocalTopic.open(path)
-        cols = [c.strip().split(" ", 1) for c in schema.split(",")]
-        return LocalTopic(path, self.partitions, [(n, t) for n, t in cols], "ts").create()
+    def _write(self, topic: str, part: int, rows: list[dict[str, Any]]) -> None:
+        import pandas as pd
+
+        self.ws.append(topic, pd.DataFrame(rows), partition=part, flow=self.flow)
 
     def _slice(self, part: int, slice_no: int) -> tuple[list[dict[str, Any]],
                                                          list[dict[str, Any]]]:
@@ -136,20 +134,15 @@ class Feed:
         return out or [{"order_id": f"{FLUSH}-hb-{part}-{slice_no}", "paid": 0.0,
                         "ts": start}]
 
-    @staticmethod
-    def _jitter(rows: list[dict[str, Any]], rng: random.Random) -> list[dict[str, Any]]:
-        """In time order up to 2 s of disorder (inside the 5 s watermark delay)."""
-        keyed = sorted(rows, key=lambda r: r["ts"] + timedelta(milliseconds=rng.randrange(2000)))
-        return [{**r, "ts": _fmt(r["ts"])} for r in keyed]
-
     def append(self, part: int, slices: int = 1) -> None:
         """Append the next ``slices`` minutes of partition ``part`` of both topics: one
         segment per minute and topic."""
         for _ in range(slices):
             n = self.cursor[part]
-            rng = random.Random(n * 31 + part)
-            self.orders.append(part, self._jitter(self._slice(part, n)[0], rng))
-            self.payments.append(part, self._jitter(self._payments_of(part, n), rng))
+            self._write("orders", part, [{**r, "ts": _fmt(r["ts"])}
+                                         for r in self._slice(part, n)[0]])
+            self._write("payments", part, [{**r, "ts": _fmt(r["ts"])}
+                                           for r in self._payments_of(part, n)])
             self.cursor[part] = n + 1
 
     def append_all(self, slices: int = 1) -> None:
@@ -164,9 +157,10 @@ class Feed:
         ts = _fmt(T0 + max(self.cursor) * SLICE + timedelta(minutes=20 * step))
         for part in range(self.partitions):  # a few keys: some reach every join subtask
             ids = [f"{FLUSH}-{step}-{part}-{i}" for i in range(4)]
-            self.orders.append(part, [{"order_id": i, "user_id": "u", "amount": 0.0, "ts": ts}
-                                      for i in ids])
-            self.payments.append(part, [{"order_id": i, "paid": 0.0, "ts": ts} for i in ids])
+            self._write("orders", part, [{"order_id": i, "user_id": "u", "amount": 0.0,
+                                          "ts": ts} for i in ids])
+            self._write("payments", part, [{"order_id": i, "paid": 0.0, "ts": ts}
+                                            for i in ids])
 
 
 def _rows(topic: LocalTopic) -> list[dict[str, Any]]:

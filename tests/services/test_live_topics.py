@@ -5,7 +5,8 @@ a LEFT interval join) runs on the real cluster while segments are appended in th
 a burst of six segments per partition at once, partitions at different rates, one partition
 idle for a long stretch and then a burst. For each pattern the live output must equal, row for
 row, the output of a bounded read of the same final data and the truth computed in pandas
-from the topic files. Stop with a savepoint → append → resume must give the truth too.
+from the topic files. Stop with a savepoint → append → resume must give the truth too. The
+rows are fed with ``Workspace.append``, one segment per partition and minute of event time.
 """
 
 from __future__ import annotations
@@ -59,13 +60,13 @@ def _burst(ws: Any, feed: Feed) -> dict[str, Any]:
 
 def _rates(ws: Any, feed: Feed) -> dict[str, Any]:
     """Three producers at different rates, each flushing a batch per tick of its own: one
-    segment every 0.1 s, two every 0.4 s, three every 1 s, until each wrote 12 minutes."""
+    segment every 0.1 s, two every 0.4 s, three every 1 s, until each wrote 10 minutes."""
     batches = {0: (1, 1), 1: (4, 2), 2: (10, 3)}  # partition → (ticks between, segments)
     tick = 0
-    while any(feed.cursor[p] < 12 for p in batches):
+    while any(feed.cursor[p] < 10 for p in batches):
         for part, (every, size) in batches.items():
-            if tick % every == 0 and feed.cursor[part] < 12:
-                feed.append(part, min(size, 12 - feed.cursor[part]))
+            if tick % every == 0 and feed.cursor[part] < 10:
+                feed.append(part, min(size, 10 - feed.cursor[part]))
         tick += 1
         time.sleep(0.1)  # the producers' pace, not a synchronisation
     return {}
@@ -99,7 +100,7 @@ def _finish(ws: Any, feed: Feed, want: dict[str, Any]) -> bool:
     watermark reaches paid_minute only with paid_orders' rows, so one step may not do)."""
     for step in range(1, 9):
         feed.flush(step)
-        if poll(lambda: flushed(ws, "live", want), 5 if step < 8 else 30):
+        if poll(lambda: flushed(ws, "live", want), 3 if step < 8 else 30):
             return True
     return False
 
@@ -126,9 +127,9 @@ def _minutes_wrong(got: Counter[tuple[Any, ...]], want: dict[str, tuple[Any, ...
 def test_live_appends_give_the_bounded_output_and_the_truth(flink_workspace: Any,
                                                             pattern: str) -> None:
     ws = flink_workspace
-    feed = Feed(ws.settings.home, partitions=3)
-    feed.append_all(3)  # a backlog
     define_orders_flow(ws)
+    feed = Feed(ws)
+    feed.append_all(3)  # a backlog
     st = ex.launch(ws, "orders", name="live")
     assert st.state == "running", str(st)
     seen = PATTERNS[pattern](ws, feed)
@@ -161,9 +162,9 @@ def test_live_appends_give_the_bounded_output_and_the_truth(flink_workspace: Any
 
 def test_stop_with_savepoint_appends_and_resume_give_the_truth(flink_workspace: Any) -> None:
     ws = flink_workspace
-    feed = Feed(ws.settings.home, partitions=3)
-    feed.append_all(3)
     define_orders_flow(ws)
+    feed = Feed(ws)
+    feed.append_all(3)
     ex.launch(ws, "orders", name="live")
     feed.append_all(6)
     assert poll(lambda: len(output_rows(ws, "live")) >= 50, 60)  # mid-stream

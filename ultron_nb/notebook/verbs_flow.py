@@ -80,7 +80,10 @@ def _nodes(p: argparse.ArgumentParser) -> Any:
     p.add_argument("--flow")
 
     def run(m: UltronMagic, a: argparse.Namespace, _cell: str | None) -> Table:
-        return nodes_table(m.workspace.flow(a.flow or m.require_flow()))
+        from ultron_nb.services.local_topics import topic_paths
+
+        flow = m.workspace.flow(a.flow or m.require_flow())
+        return nodes_table(flow, topic_paths(m.workspace, flow))
 
     return run
 

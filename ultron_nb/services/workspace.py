@@ -90,6 +90,16 @@ class Workspace:
             version = flow_repo.save_flow(conn, candidate, f"remove {node_name}")
         return Flow(flow_name, list(candidate), version=version)
 
+    # ------------------------------------------------------------------ data
+    def append(self, topic_or_node: str | Path, data: Any, *, partition_by: str | None = None,
+               partition: int | None = None, flow: str | None = None) -> Any:
+        """Append rows (a DataFrame, or a CSV / Parquet / JSON-lines file) to a local topic
+        as its next segments; see :func:`ultron_nb.services.local_topics.append`."""
+        from ultron_nb.services.local_topics import append
+
+        return append(self, topic_or_node, data, partition_by=partition_by,
+                      partition=partition, flow=flow)
+
     def render(
         self,
         flow: Flow,
