@@ -153,3 +153,31 @@ def test_a_node_output_is_read_per_sink_subtask_in_counter_order_committed_files
     ids = [r[0] for r in _collect(plan.statements, "SELECT id FROM up")]
     assert sorted(ids) == [1, 2, 3, 4, 5, 6, 100]
     assert [i for i in ids if i < 100] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.flink
+def test_the_watermark_is_pushed_into_the_source_which_has_a_reader_per_partition_at_most(
+    tmp_path: Path,
+) -> None:
+    """A reader without a partition would hold the watermark back for ever: the source runs
+    with min(parallelism, partitions) subtasks; the watermark is generated per partition
+    inside it (pushed down), not by an operator after it."""
+    from pyflink.table import ExplainDetail
+
+    from ultron_nb.engines.flink.submit import table_environment
+
+    topic = LocalTopic(tmp_path / "t", 2, [("id", "BIGINT"), ("ts", "TIMESTAMP(3)")],
+                       "ts").create()
+    shape = ddl.TableShape(SHAPE.columns, "ts", "1 s")
+    env = table_environment("stream", {"pipeline.jars": connector.connector_jar_url(),
+                                       "parallelism.default": "4"})
+    for statement in ddl.topic_source("t", topic.path, shape, mode="live").statements:
+        env.execute_sql(statement)
+    text = env.explain_sql("SELECT id, COUNT(*) FROM t GROUP BY id",
+                           ExplainDetail.JSON_EXECUTION_PLAN)
+    assert "TableSourceScan(table=[[default_catalog, default_database, __t_src, " \
+           "watermark=[-(ts, 1000:INTERVAL SECOND)]" in text
+    assert "WatermarkAssigner" not in text.split("== Optimized Physical Plan ==")[1]
+    graph = json.loads(text.split("== Physical Execution Plan ==")[1])
+    parallelism = {n["type"].split("[")[0]: n["parallelism"] for n in graph["nodes"]}
+    assert parallelism["Source: UltronTopic"] == 2 and parallelism["GroupAggregate"] == 4
