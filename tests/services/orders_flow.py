@@ -59,7 +59,7 @@ def define_orders_flow(ws: Any, flow: str = "orders", *, partitions: int = 3,
     ws.define(flow, define_node("payments", PAYMENTS, kind="topic", time="ts",
                                 watermark="5 s", partitions=partitions, key="order_id",
                                 path=paths.get("payments")))
-    options = {"checkpoint_interval": "1 s", "monitor_interval": "200 ms"}
+    options = {"checkpoint_interval": "1 s"}
     ws.define(flow, define_node("paid_orders", PAID_ORDERS, options={
         **options, "parallelism": str(parallelism)}))
     # Reads paid_orders' output: its sink subtasks' part files, as partitions.
@@ -77,17 +77,21 @@ def _bucket(key: str, partitions: int) -> int:
 
 @dataclass
 class Feed:
-    """Appends a deterministic order/payment timeline to the topics, slice by slice, through
-    ``Workspace.append`` (one segment per slice, partition and topic)."""
+    """Appends a deterministic order/payment timeline to the topics, slice by slice: one
+    segment per slice, partition and topic. Segments are written directly (a burst of them
+    takes milliseconds, as a producer flushing a batch), or with ``api`` through
+    ``Workspace.append``."""
 
     ws: Any
     flow: str = "orders"
     partitions: int = 3
+    api: bool = False
     orders_per_slice: int = 20
     seed: int = 7
     cursor: list[int] = field(default_factory=list)  # next slice per partition
     _cache: dict[tuple[int, int], tuple[list[dict[str, Any]], list[dict[str, Any]]]] = field(
         default_factory=dict)
+    _topics: dict[str, LocalTopic] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.cursor = [0] * self.partitions
@@ -95,7 +99,23 @@ class Feed:
     def _write(self, topic: str, part: int, rows: list[dict[str, Any]]) -> None:
         import pandas as pd
 
-        self.ws.append(topic, pd.DataFrame(rows), partition=part, flow=self.flow)
+        if self.api:
+            self.ws.append(topic, pd.DataFrame(rows), partition=part, flow=self.flow)
+            return
+        if topic not in self._topics:
+            path = self.ws.settings.home / "topics" / topic
+            if (path / "_topic.json").is_file():
+                self._topics[topic] = LocalTopic.open(path)
+            else:
+                schema = ORDERS if topic == "orders" else PAYMENTS
+                cols = [c.strip().split(" ", 1) for c in schema.split(",")]
+                self._topics[topic] = LocalTopic(path, self.partitions,
+                                                 [(n, t) for n, t in cols], "ts").create()
+        # Up to 2 s of disorder inside a segment (within the 5 s watermark delay).
+        rng = random.Random(zlib.crc32(f"{topic}/{part}/{rows[0]['order_id']}".encode()))
+        rows = sorted(rows, key=lambda r: datetime.fromisoformat(r["ts"])
+                      + timedelta(milliseconds=rng.randrange(2000)))
+        self._topics[topic].append(part, rows)
 
     def _slice(self, part: int, slice_no: int) -> tuple[list[dict[str, Any]],
                                                          list[dict[str, Any]]]:

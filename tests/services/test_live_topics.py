@@ -5,8 +5,8 @@ a LEFT interval join) runs on the real cluster while segments are appended in th
 a burst of six segments per partition at once, partitions at different rates, one partition
 idle for a long stretch and then a burst. For each pattern the live output must equal, row for
 row, the output of a bounded read of the same final data and the truth computed in pandas
-from the topic files. Stop with a savepoint → append → resume must give the truth too. The
-rows are fed with ``Workspace.append``, one segment per partition and minute of event time.
+from the topic files. Stop with a savepoint → append → resume must give the truth too (fed
+with ``Workspace.append``).
 """
 
 from __future__ import annotations
@@ -59,14 +59,15 @@ def _burst(ws: Any, feed: Feed) -> dict[str, Any]:
 
 
 def _rates(ws: Any, feed: Feed) -> dict[str, Any]:
-    """Three producers at different rates, each flushing a batch per tick of its own: one
-    segment every 0.1 s, two every 0.4 s, three every 1 s, until each wrote 10 minutes."""
-    batches = {0: (1, 1), 1: (4, 2), 2: (10, 3)}  # partition → (ticks between, segments)
+    """Three producers at different rates: partitions 0 and 1 a segment every 0.1 s and
+    0.2 s, partition 2 a batch of eight every 2 s, so it lags and catches up in jumps; each
+    writes 16 minutes."""
+    batches = {0: (1, 1), 1: (2, 1), 2: (20, 8)}  # partition → (ticks between, segments)
     tick = 0
-    while any(feed.cursor[p] < 10 for p in batches):
+    while any(feed.cursor[p] < 16 for p in batches):
         for part, (every, size) in batches.items():
-            if tick % every == 0 and feed.cursor[part] < 10:
-                feed.append(part, min(size, 10 - feed.cursor[part]))
+            if tick % every == 0 and feed.cursor[part] < 16:
+                feed.append(part, min(size, 16 - feed.cursor[part]))
         tick += 1
         time.sleep(0.1)  # the producers' pace, not a synchronisation
     return {}
@@ -163,7 +164,7 @@ def test_live_appends_give_the_bounded_output_and_the_truth(flink_workspace: Any
 def test_stop_with_savepoint_appends_and_resume_give_the_truth(flink_workspace: Any) -> None:
     ws = flink_workspace
     define_orders_flow(ws)
-    feed = Feed(ws)
+    feed = Feed(ws, api=True)  # through Workspace.append, as a user feeds a topic
     feed.append_all(3)
     ex.launch(ws, "orders", name="live")
     feed.append_all(6)
