@@ -48,9 +48,11 @@ FLUSH = "flush"  # order ids of the rows that push the watermark past the data
 
 
 def define_orders_flow(ws: Any, flow: str = "orders", *, partitions: int = 3,
-                       parallelism: int = 2, path_prefix: str | None = None) -> Any:
-    """The two topics and ``paid_orders``. ``path_prefix`` points the topics at
-    ``<prefix>/orders`` and ``<prefix>/payments`` (another flow over the same files)."""
+                       parallelism: int = 2, path_prefix: str | None = None,
+                       downstream: bool = True) -> Any:
+    """The two topics, ``paid_orders`` and (with ``downstream``) ``paid_minute``.
+    ``path_prefix`` points the topics at ``<prefix>/orders`` and ``<prefix>/payments``
+    (another flow over the same files)."""
     paths = ({"orders": f"{path_prefix}/orders", "payments": f"{path_prefix}/payments"}
              if path_prefix else {})
     ws.define(flow, define_node("orders", ORDERS, kind="topic", time="ts", watermark="5 s",
@@ -62,8 +64,8 @@ def define_orders_flow(ws: Any, flow: str = "orders", *, partitions: int = 3,
     options = {"checkpoint_interval": "1 s"}
     ws.define(flow, define_node("paid_orders", PAID_ORDERS, options={
         **options, "parallelism": str(parallelism)}))
-    # Reads paid_orders' output: its sink subtasks' part files, as partitions.
-    ws.define(flow, define_node("paid_minute", PAID_MINUTE, options=options))
+    if downstream:  # reads paid_orders' output: its sink subtasks' part files, as partitions
+        ws.define(flow, define_node("paid_minute", PAID_MINUTE, options=options))
     return ws.flow(flow)
 
 
