@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ultron_nb.config import Settings, load_settings
 from ultron_nb.flow import Flow, Node
 from ultron_nb.store import Database, open_database
 from ultron_nb.store import flows as flow_repo
+
+if TYPE_CHECKING:
+    from ultron_nb.services.local_topics import AppendResult
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +95,7 @@ class Workspace:
 
     # ------------------------------------------------------------------ data
     def append(self, topic_or_node: str | Path, data: Any, *, partition_by: str | None = None,
-               partition: int | None = None, flow: str | None = None) -> Any:
+               partition: int | None = None, flow: str | None = None) -> AppendResult:
         """Append rows (a DataFrame, or a CSV / Parquet / JSON-lines file) to a local topic
         as its next segments; see :func:`ultron_nb.services.local_topics.append`."""
         from ultron_nb.services.local_topics import append

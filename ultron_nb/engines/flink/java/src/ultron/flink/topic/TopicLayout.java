@@ -37,7 +37,7 @@ public enum TopicLayout {
         @Override
         public long sequence(String fileName, int partition) {
             Matcher m = segment.matcher(fileName);
-            return m.matches() ? Long.parseLong(m.group(1)) : -1;
+            return m.matches() ? number(m.group(1)) : -1;
         }
 
         @Override
@@ -57,10 +57,10 @@ public enum TopicLayout {
         @Override
         public long sequence(String fileName, int partition) {
             Matcher m = part.matcher(fileName);
-            if (!m.matches() || Integer.parseInt(m.group(2)) != partition) {
+            if (!m.matches() || number(m.group(2)) != partition) {
                 return -1;
             }
-            return Long.parseLong(m.group(3));
+            return number(m.group(3));
         }
 
         @Override
@@ -77,6 +77,15 @@ public enum TopicLayout {
 
     /** The id of the split that reads {@code partition}. */
     public abstract String splitId(int partition);
+
+    /** A file-name number, or -1 when it does not fit a long (not a file of ours). */
+    private static long number(String digits) {
+        try {
+            return Long.parseLong(digits);
+        } catch (NumberFormatException e) {
+            return -1;
+        }
+    }
 
     public static TopicLayout of(String name) {
         for (TopicLayout layout : values()) {
