@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from ultron_nb.engines.flink.rest import FlinkRest
 from ultron_nb.services import experiments as ex
 
 from .orders_flow import (
@@ -166,7 +167,13 @@ def test_stop_with_savepoint_appends_and_resume_give_the_truth(flink_workspace: 
     define_orders_flow(ws)
     feed = Feed(ws, api=True)  # through Workspace.append, as a user feeds a topic
     feed.append_all(3)
-    ex.launch(ws, "orders", name="live")
+    st = ex.launch(ws, "orders", name="live")
+    # The jobs run on the cluster with the connector jar (shipped with pipeline.jars).
+    with FlinkRest(st.target) as rest:
+        for node, partitions in (("paid_orders", 2), ("paid_minute", 1)):
+            sources = [v for v in rest.plan(st[node].job_id)
+                       if "UltronTopic" in v["description"]]
+            assert sources and all(v["parallelism"] == partitions for v in sources), sources
     feed.append_all(6)
     assert poll(lambda: len(output_rows(ws, "live")) >= 50, 60)  # mid-stream
     st = ex.stop(ws, "live", savepoint=True)
