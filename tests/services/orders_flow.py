@@ -167,6 +167,22 @@ class Feed:
                                            for r in self._payments_of(part, n)])
             self.cursor[part] = n + 1
 
+    def append_big(self, part: int, count: int) -> str:
+        """The next minute of partition ``part`` with ``count`` more orders, each paid at its
+        own time: payments first, then one big orders segment. Read, its orders come out one
+        by one as they are read (each matches at once). Returns their order-id prefix."""
+        n = self.cursor[part]
+        orders, pays = self._slice(part, n)[0], self._payments_of(part, n)
+        prefix = f"big-{part}-{n}-"
+        start = T0 + n * SLICE
+        big = [{"order_id": f"{prefix}{i}", "user_id": f"u{i % 50}", "amount": 1.0,
+                "ts": start + timedelta(milliseconds=i * 60_000 // count)} for i in range(count)]
+        self._write("payments", part, [{**r, "ts": _fmt(r["ts"])} for r in pays] +
+                    [{"order_id": r["order_id"], "paid": 1.0, "ts": _fmt(r["ts"])} for r in big])
+        self._write("orders", part, [{**r, "ts": _fmt(r["ts"])} for r in orders + big])
+        self.cursor[part] = n + 1
+        return prefix
+
     def append_all(self, slices: int = 1) -> None:
         """The next ``slices`` minutes of every partition, partition after partition."""
         for part in range(self.partitions):

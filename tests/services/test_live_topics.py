@@ -11,9 +11,11 @@ with ``Workspace.append``).
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -162,7 +164,19 @@ def test_live_appends_give_the_bounded_output_and_the_truth(flink_workspace: Any
         assert wm is None or wm <= seen["idle_end"] - WINDOW, figures
 
 
-def test_stop_with_savepoint_appends_and_resume_give_the_truth(flink_workspace: Any) -> None:
+def _restored_positions(cluster: Any) -> set[tuple[Path, int]]:
+    """(segment file, byte offset) of every topic split a reader of ``cluster`` was given
+    back from state, from the TaskManager log (SourceReaderBase logs the splits it adds)."""
+    found = set()
+    for log in cluster.log_dir.glob("flink-*taskexecutor*.log"):
+        for m in re.finditer(r"TopicSplit\{p\d{4} (\S+) at (seg-\d+\.jsonl):(\d+)\}",
+                             log.read_text(errors="replace")):
+            found.add((Path(m.group(1)) / m.group(2), int(m.group(3))))
+    return found
+
+
+def test_stop_with_savepoint_appends_and_resume_give_the_truth(flink_workspace: Any,
+                                                               flink_cluster: Any) -> None:
     ws = flink_workspace
     define_orders_flow(ws)
     feed = Feed(ws, api=True)  # through Workspace.append, as a user feeds a topic
@@ -176,6 +190,11 @@ def test_stop_with_savepoint_appends_and_resume_give_the_truth(flink_workspace: 
             assert sources and all(v["parallelism"] == partitions for v in sources), sources
     feed.append_all(6)
     assert poll(lambda: len(output_rows(ws, "live")) >= 50, 60)  # mid-stream
+    before_restore = _restored_positions(flink_cluster)
+    big = feed.append_big(0, 30_000)  # a segment to be stopped in the middle of
+    # Stop while the job reads it: its orders come out as they are read.
+    assert poll(lambda: sum(r["order_id"].startswith(big)
+                            for r in output_rows(ws, "live")) >= 300, 60)
     st = ex.stop(ws, "live", savepoint=True)
     assert st.state == "stopped" and st["paid_orders"].savepoint, str(st)
     assert st["paid_minute"].savepoint, str(st)
@@ -190,9 +209,14 @@ def test_stop_with_savepoint_appends_and_resume_give_the_truth(flink_workspace: 
     figures = compare(got, want)
     figures["minutes_wrong"] = _minutes_wrong(
         minute_keys(output_rows(ws, "live", "paid_minute")), want)
-    print(f"\nsavepoint: rows before stop {sum(before.values())}, {figures}")
+    restored = _restored_positions(flink_cluster) - before_restore
+    inside = sorted((p.parent.parent.name, p.name, n, p.stat().st_size) for p, n in restored
+                    if 0 < n < p.stat().st_size)
+    print(f"\nsavepoint: rows before stop {sum(before.values())}, resumed inside segments "
+          f"{inside}, {figures}")
     assert {k: figures[k] for k in ("missing", "duplicates", "wrong", "wrong_positive",
                                     "minutes_wrong")} == \
         {"missing": 0, "duplicates": 0, "wrong": 0, "wrong_positive": 0, "minutes_wrong": 0}, \
         figures
     assert sum(before.values()) < figures["rows"]
+    assert inside, restored  # a partition resumed in the middle of a segment
