@@ -4,25 +4,33 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The side panel, built from extension/ with node (a wheel needs no node).
+LABEXT := ultron_nb/labextension/package.json
+EXT_SRC := $(wildcard extension/src/*.ts extension/style/*) extension/package.json extension/yarn.lock
 DEMO_HOME := $(CURDIR)/.ultron
 
 .PHONY: demo test lab setup prereqs lint bench clean
 
-setup: prereqs $(STAMP)
+setup: prereqs $(STAMP) $(LABEXT)
 	@# The Kafka connector jars for Flink (idempotent; see ultron_nb/engines/flink/kafka.py).
 	@$(BIN)/python -m ultron_nb.engines.flink.kafka install >/dev/null
 	@# The ultron-topic connector (local topics, read in order), built with javac (cached).
 	@$(BIN)/python -m ultron_nb.engines.flink.connector build >/dev/null
 
-# Java 11+ for Flink, a JDK's javac to build the topic connector, graphviz's dot for the DAG.
+# Java 11+ for Flink, a JDK's javac to build the topic connector, graphviz's dot for the DAG,
+# chromium for the side panel's browser tests, node 20+ to build the side panel from a checkout.
 prereqs:
 	@if ! command -v java >/dev/null 2>&1; then \
 	  echo "ultron_nb needs Java 11 or newer for Flink: apt-get install -y openjdk-17-jre-headless" >&2; exit 1; fi
 	@v=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\)\(\.[0-9]*\)*.*/\1/p' | head -1); \
 	  if [ "$$v" = "1" ] || [ -z "$$v" ] || [ "$$v" -lt 11 ]; then \
 	    echo "ultron_nb needs Java 11 or newer for Flink (found: $$(java -version 2>&1 | head -1))" >&2; exit 1; fi
+	@v=$$(node --version 2>/dev/null | sed -n 's/^v\([0-9]*\).*/\1/p'); \
+	  if [ -z "$$v" ] || [ "$$v" -lt 20 ]; then \
+	    echo "building the side panel needs Node.js 20 or newer: apt-get install -y nodejs" >&2; exit 1; fi
 	@missing=""; command -v dot >/dev/null 2>&1 || missing="$$missing graphviz"; \
 	  command -v javac >/dev/null 2>&1 || missing="$$missing openjdk-17-jdk-headless"; \
+	  command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	  if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
 	      echo "installing$$missing with apt-get"; \
@@ -39,11 +47,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
+# Rebuilt when its sources change; `jupyter-builder develop` links it into the venv, so
+# `make lab` always serves the current build.
+$(LABEXT): $(EXT_SRC) | $(STAMP)
+	cd extension && PATH="$(CURDIR)/$(BIN):$$PATH" jlpm install && PATH="$(CURDIR)/$(BIN):$$PATH" jlpm build:prod
+	$(BIN)/jupyter-builder develop --overwrite . >/dev/null
+	touch $(LABEXT)
+
 lint: setup
 	$(BIN)/ruff check ultron_nb tests bench
+	@# Import contracts (pyproject.toml [tool.importlinter]): layers, forbidden arrows, no cycles.
+	$(BIN)/lint-imports --no-cache
 
 test: setup lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 demo: setup
 	@mkdir -p $(DEMO_HOME)
@@ -68,4 +85,5 @@ bench: setup
 	$(BIN)/python bench/flow_bench.py
 
 clean:
-	rm -rf $(VENV) .ultron .pytest_cache .ruff_cache
+	rm -rf $(VENV) .ultron .pytest_cache .ruff_cache extension/node_modules extension/lib \
+	  extension/.yarn ultron_nb/labextension

@@ -34,13 +34,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ultron_nb import experiments as ex  # noqa: E402
 from ultron_nb.config import Settings  # noqa: E402
 from ultron_nb.engines.flink.cluster import LocalCluster, free_port  # noqa: E402
 from ultron_nb.engines.flink.rest import FlinkRest  # noqa: E402
 from ultron_nb.flow.build import define_node  # noqa: E402
-from ultron_nb.services import experiments as ex  # noqa: E402
 from ultron_nb.services.datagen import clicklog_nodes, gen_clicklog  # noqa: E402
-from ultron_nb.services.workspace import Workspace  # noqa: E402
+from ultron_nb.workspace import Workspace  # noqa: E402
 
 LABEL_JOIN = """
 SELECT i.imp_id, i.user_id, i.item_id, i.ts,

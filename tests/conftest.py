@@ -67,4 +67,5 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("ULTRON_TEST", "1")
 
 
-pytest_plugins = ["tests.support.postgres", "tests.conftest_flink"]
+pytest_plugins = ["tests.support.postgres", "tests.support.s3", "tests.support.mlflow_store",
+                  "tests.conftest_flink", "pytest_jupyter.jupyter_server"]

@@ -57,7 +57,7 @@ def remote_flink_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[A
         from pathlib import Path
         from ultron_nb.config import Settings
         from ultron_nb.engines.flink.cluster import LocalCluster
-        c = LocalCluster(Settings(home=Path({str(home)!r}), flink_port={port}), slots=2,
+        c = LocalCluster(Settings(home=Path({str(home)!r}), flink_port={port}), slots=4,
                          taskmanager_memory="1024m", jobmanager_memory="1024m")
         print(c.up())
     """)
@@ -86,7 +86,7 @@ def _down_by_pid(cluster: Any) -> None:
 @pytest.fixture
 def flink_workspace(tmp_path: Path, flink_cluster: Any) -> Iterator[Any]:
     """A workspace under ``tmp_path`` whose (local) cluster is ``flink_cluster``."""
-    from ultron_nb.services.workspace import Workspace
+    from ultron_nb.workspace import Workspace
 
     ws = Workspace(_settings(tmp_path / ".ultron", flink_cluster.rest_port))
     try:
@@ -105,7 +105,8 @@ def cancel_workspace_jobs(ws: Any) -> None:
 
     with ws.db.read() as conn:
         rows = conn.execute(select(jobs.c.external_id, jobs.c.target)
-                            .where(jobs.c.external_id.is_not(None))).all()
+                            .where(jobs.c.external_id.is_not(None),
+                                   jobs.c.engine == "flink")).all()
     for job_id, target in rows:
         with FlinkRest(target) as rest:
             try:

@@ -15,12 +15,12 @@ def ultron(cwd: Path, *args: str, stdin: str = "") -> subprocess.CompletedProces
 
 
 def test_define_list_show_remove(workdir: Path) -> None:
-    r = ultron(workdir, "node", "ctr", "imps", "--kind", "topic", "--time", "ts",
+    r = ultron(workdir, "node", "imps", "--flow", "ctr", "--kind", "topic", "--time", "ts",
                "--watermark", "5 s", stdin="k STRING, ts TIMESTAMP(3)")
     assert r.returncode == 0, r.stderr
     assert "defined topic node imps (flow ctr version 1)" in r.stdout
     (workdir / "q.sql").write_text("SELECT k, COUNT(*) AS n FROM imps GROUP BY k")
-    r = ultron(workdir, "node", "ctr", "counts", "--body-file", "q.sql")
+    r = ultron(workdir, "node", "counts", "--body-file", "q.sql")  # the only flow
     assert r.returncode == 0, r.stderr
     r = ultron(workdir, "flows")
     assert "ctr   2" in r.stdout
@@ -31,7 +31,7 @@ def test_define_list_show_remove(workdir: Path) -> None:
     r = ultron(workdir, "show", "ctr", "--format", "svg", "-o", "ctr.svg")
     assert r.returncode == 0, r.stderr
     assert (workdir / "ctr.svg").read_text().lstrip().startswith("<?xml")
-    r = ultron(workdir, "rm", "ctr", "counts")
+    r = ultron(workdir, "rm", "counts", "--flow", "ctr")
     assert "removed node counts (flow ctr version 3)" in r.stdout
 
 
@@ -39,9 +39,9 @@ def test_errors_are_one_line_with_status_2(workdir: Path) -> None:
     r = ultron(workdir, "show", "nope")
     assert r.returncode == 2
     assert r.stderr == "NotFoundError: no flow named 'nope' (no flows yet)\n"
-    r = ultron(workdir, "node", "f", "x", "--body-file", "missing.sql")
+    r = ultron(workdir, "node", "x", "--flow", "f", "--body-file", "missing.sql")
     assert r.returncode == 2
-    assert r.stderr.startswith("UltronError: --body-file missing.sql: No such file")
-    r = ultron(workdir, "node", "f", "x", stdin="SELECT * FROM y")
+    assert r.stderr.startswith("ConfigError: --body-file missing.sql: No such file")
+    r = ultron(workdir, "node", "x", "--flow", "f", stdin="SELECT * FROM y")
     assert r.returncode == 2 and "node 'x': its SQL reads 'y'" in r.stderr
     assert ultron(workdir, "flows").stdout.count("\n") == 2  # header only: nothing was stored

@@ -29,7 +29,7 @@ def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     finally:  # a failed run must not leave the notebook's cluster or scheduler behind
         from ultron_nb.config import Settings
         from ultron_nb.engines.flink.cluster import LocalCluster
-        from ultron_nb.services.scheduler import stop_daemon
+        from ultron_nb.scheduler import stop_daemon
 
         home = work / ".ultron"
         stop_daemon(Settings(home=home))

@@ -42,7 +42,12 @@ def add_node_arguments(p: argparse.ArgumentParser) -> None:
                                       "e.g. 1h")
     p.add_argument("--every", help="periodic: an interval (5m, 1h) or a cron expression")
     p.add_argument("--on-event", metavar="KEY", help="run when notification KEY gets a version")
-    p.add_argument("--when", help="event condition: equals:V, changed, version>N, json:EXPR")
+    p.add_argument("--on-model", metavar="NAME",
+                   help="run on each new version of registered model NAME (any MLflow client)")
+    p.add_argument("--alias", help="with --on-model: run when this alias of the model is set, "
+                                   "moved or deleted instead")
+    p.add_argument("--when", help="event condition: equals:V, changed, version>N, json:EXPR "
+                                  "(e.g. \"json:value['metrics']['auc'] > 0.7\")")
     p.add_argument("--action", default="start", choices=("start", "restart", "stop"),
                    help="what a trigger does (default start)")
     p.add_argument("--on-failure", action="store_true",
@@ -71,6 +76,8 @@ def node_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "boundary": args.boundary,
         "every": args.every,
         "on_event": args.on_event,
+        "on_model": args.on_model,
+        "alias": args.alias,
         "when": args.when,
         "action": args.action,
         "on_failure": args.on_failure,

@@ -2,9 +2,10 @@
 
 Resolution order, first hit wins: explicit arguments, environment variables
 (``ULTRON_HOME``, ``ULTRON_DB_URL``, ``ULTRON_FLINK_URL``, ``ULTRON_FLINK_PORT``,
-``ULTRON_FLINK_SLOTS``), the ``[tool.ultron_nb]`` table of the nearest ``pyproject.toml``
-at or above the working directory, then defaults (home ``./.ultron``, SQLite under it,
-the embedded local cluster on port 8081).
+``ULTRON_FLINK_SLOTS``, ``ULTRON_MLFLOW_URI``), the ``[tool.ultron_nb]`` table of the nearest
+``pyproject.toml`` at or above the working directory, then defaults (home ``./.ultron``,
+SQLite under it, the embedded local cluster on port 8081, an MLflow store under
+``<home>/mlflow``).
 """
 
 from __future__ import annotations
@@ -23,25 +24,33 @@ _ENV = {
     "flink_url": "ULTRON_FLINK_URL",
     "flink_port": "ULTRON_FLINK_PORT",
     "flink_slots": "ULTRON_FLINK_SLOTS",
+    "mlflow_uri": "ULTRON_MLFLOW_URI",
 }
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Resolved settings. ``flink_url`` empty means the embedded local cluster."""
+    """Resolved settings. ``flink_url`` empty means the embedded local cluster;
+    ``mlflow_uri`` empty means the MLflow store under ``<home>/mlflow`` (SQLite)."""
 
     home: Path = field(default_factory=lambda: Path.cwd() / ".ultron")
     db_url: str = ""
     flink_url: str = ""
     flink_port: int = 8081
-    flink_slots: int = 4
+    flink_slots: int = 12
     flink_headers: dict[str, str] = field(default_factory=dict)
     flink_verify: bool | str = True
+    mlflow_uri: str = ""
 
     @property
     def database_url(self) -> str:
         """The SQLAlchemy URL of the metadata store."""
         return self.db_url or f"sqlite:///{self.home / 'ultron.db'}"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        """The MLflow tracking and registry URI: the configured one, or SQLite under the home."""
+        return self.mlflow_uri or f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
 
     @property
     def local_flink_url(self) -> str:

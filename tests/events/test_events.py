@@ -150,7 +150,7 @@ def test_a_listener_wakes_within_milliseconds(db: Database) -> None:
 
 
 def test_more_waiting_listeners_than_signal_slots_all_get_every_event(db: Database) -> None:
-    from ultron_nb.events.service import IDLE_SLOTS
+    from ultron_nb.events.send import IDLE_SLOTS
 
     count = IDLE_SLOTS + 3
     listeners = [listen(db, "fan", timeout=10) for _ in range(count)]
@@ -249,7 +249,7 @@ def test_a_send_committing_late_is_neither_skipped_nor_waited_for_forever(
         postgres_db: str, outcome: str) -> None:
     """On PostgreSQL ids may commit out of order: a listener must not move past an id still
     in flight, and must move past one that will never commit."""
-    from ultron_nb.events import service
+    from ultron_nb.events import send as service
 
     db = open_database(postgres_db)
     listener = listen(db, ["k", "k2"], timeout=5)

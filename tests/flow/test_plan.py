@@ -58,11 +58,30 @@ def test_redefined_node_counts_as_changed() -> None:
     assert plan["item_features"].reason == "definition changed"
 
 
-def test_stopped_instance_with_same_identity_restarts() -> None:
+def test_a_relaunch_of_a_stopped_identity_gets_a_new_instance_of_its_own() -> None:
+    """An output belongs to one instance: a relaunch never reuses a stopped instance's id
+    (its output would be read as backlog downstream); its downstream launches too."""
     flow = ctr_flow()
+    url = "http://127.0.0.1:8081"
     existing = {
-        i: ExistingInstance(instance_id(n, i), i, "CANCELED" if n == "label_join" else "RUNNING")
+        i: ExistingInstance(instance_id(n, i, url), i,
+                            "CANCELED" if n == "label_join" else "RUNNING", count=2)
         for n, i in identities(flow).items()
     }
-    plan = plan_launch(flow, None, existing)
-    assert plan.by_step(Step.RESTART) == ["label_join"]
+    plan = plan_launch(flow, None, existing, target=url)
+    relaunched = plan["label_join"]
+    assert relaunched.step is Step.NEW
+    assert relaunched.instance_id == instance_id("label_join", relaunched.identity, url, 3)
+    assert relaunched.instance_id != existing[relaunched.identity].id
+    assert "relaunch" in relaunched.reason
+
+
+def test_instances_are_per_cluster() -> None:
+    flow = ctr_flow()
+    a, b = "http://127.0.0.1:8081", "http://admin:secret@127.0.0.1:18081/"
+    ids = identities(flow)
+    assert instance_id("label_join", ids["label_join"], a) != \
+        instance_id("label_join", ids["label_join"], b)
+    assert "secret" not in instance_id("label_join", ids["label_join"], b)
+    assert instance_id("x", "f" * 64, b) == instance_id("x", "f" * 64,
+                                                         "http://127.0.0.1:18081")

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.flow.ctr_flow import LABEL_JOIN
+from ultron_nb import experiments as ex
 from ultron_nb.flow.build import define_node
-from ultron_nb.services import experiments as ex
 from ultron_nb.services.datagen import clicklog_nodes, parse_ts
 
 CTR = """

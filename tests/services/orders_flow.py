@@ -22,9 +22,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ultron_nb.engines import outputs
 from ultron_nb.engines.topics import LocalTopic
 from ultron_nb.flow.build import define_node
-from ultron_nb.services import experiments as ex
+from ultron_nb.services.local_topics import append
 from ultron_nb.store import experiments as repo
 
 ORDERS = "order_id STRING, user_id STRING, amount DOUBLE, ts TIMESTAMP(3)"
@@ -102,7 +103,7 @@ class Feed:
         import pandas as pd
 
         if self.api:
-            self.ws.append(topic, pd.DataFrame(rows), partition=part, flow=self.flow)
+            append(self.ws, topic, pd.DataFrame(rows), partition=part, flow=self.flow)
             return
         if topic not in self._topics:
             path = self.ws.settings.home / "topics" / topic
@@ -239,8 +240,8 @@ def output_rows(ws: Any, experiment: str, node: str = "paid_orders") -> list[dic
         member = next(m for m in repo.members(conn, exp.id) if m.node_name == node)
         inst = repo.get_instance(conn, member.instance_id)
     rows = []
-    for path in ex.output_files(Path(inst.output["path"])):
-        for line in ex.read_output_file(path).decode().splitlines():
+    for path in outputs.flink_files(Path(inst.output["path"])):
+        for line in outputs.read_output_file(path).decode().splitlines():
             if line.strip():
                 rows.append(json.loads(line))
     return rows

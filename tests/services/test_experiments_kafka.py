@@ -12,8 +12,8 @@ from tests.support.tansu import (
     produce_json,
     tansu_broker,  # noqa: F401  (fixture)
 )
+from ultron_nb import experiments as ex
 from ultron_nb.flow.build import define_node
-from ultron_nb.services import experiments as ex
 from ultron_nb.services.datagen import format_ts
 
 from .flink_flows import wait_for, watermark_at_least

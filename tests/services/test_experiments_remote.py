@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
+from ultron_nb import experiments as ex
 from ultron_nb.config import Settings
 from ultron_nb.engines.flink.rest import FlinkRest
-from ultron_nb.services import experiments as ex
 from ultron_nb.services.datagen import gen_clicklog
-from ultron_nb.services.workspace import Workspace
+from ultron_nb.workspace import Workspace
 
 from .flink_flows import check_label_join, define_ctr_flow, wait_for
 

@@ -33,7 +33,7 @@ def test_preload_then_as_of(workdir: Path) -> None:
         store.write("f", versions, "k", "vt")
         handle = store.preload("f")
         assert isinstance(handle, Future)
-        got = store.as_of("f", samples, "k", "ts", keep_order=True)
+        got = store.as_of("f", samples, "k", "ts")  # always in input order
         assert handle.done()
     assert got["x"].tolist()[:2] == [1, 3]
     assert pd.isna(got["x"].tolist()[2]) and got["x"].tolist()[3] == 2

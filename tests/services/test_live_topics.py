@@ -21,8 +21,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from ultron_nb import experiments as ex
 from ultron_nb.engines.flink.rest import FlinkRest
-from ultron_nb.services import experiments as ex
 
 from .orders_flow import (
     SLICE,

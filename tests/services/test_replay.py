@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from ultron_nb import experiments as ex
 from ultron_nb.errors import ConfigError, FlowError
 from ultron_nb.services import backtrack
-from ultron_nb.services import experiments as ex
 from ultron_nb.services.datagen import gen_clicklog, parse_ts
 from ultron_nb.services.replay import replay
 

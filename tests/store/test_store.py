@@ -81,7 +81,7 @@ def test_an_older_schema_without_migration_is_refused(workdir: Path) -> None:
 
 def _writer(url: str, worker: int, count: int) -> None:
     from ultron_nb.flow.build import define_node as dn
-    from ultron_nb.services.workspace import Workspace as Ws
+    from ultron_nb.workspace import Workspace as Ws
 
     ws = Ws(db_url=url)
     for i in range(count):

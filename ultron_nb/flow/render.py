@@ -6,10 +6,13 @@ Producing DOT text is pure; turning it into SVG (which runs ``dot``) is the disp
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from ultron_nb.flow.edges import Trigger
-from ultron_nb.flow.graph import Flow
 from ultron_nb.flow.nodes import Kind, Node, ResourceType
+
+if TYPE_CHECKING:  # the graph imports this module to draw itself
+    from ultron_nb.flow.graph import Flow
 
 STATUS_COLORS: dict[str, str] = {
     "created": "#fff3bf",

@@ -1,15 +1,16 @@
-"""``%ultron`` / ``%%ultron``: one magic, many verbs. Parsing only; the API does the work.
+"""``%ultron`` / ``%%ultron``: one magic whose verbs come from :mod:`ultron_nb.commands`.
 
-Each verb has its own argparse parser whose errors raise IPython's ``UsageError``. User
-mistakes (:class:`~ultron_nb.errors.UltronError`) surface as one line
+Each verb has its own argparse parser whose errors raise IPython's ``UsageError``; unknown
+flags are rejected. User mistakes (:class:`~ultron_nb.errors.UltronError`) surface as one line
 ``ErrorType: message``; ``%config UltronMagic.show_traceback = True`` shows full tracebacks.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import os
 import shlex
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -17,7 +18,9 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from traitlets import Bool, Int, Unicode, observe
 
+from ultron_nb.commands import COMMANDS, Run, build_parser
 from ultron_nb.errors import UltronError
+from ultron_nb.views import Message
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,31 +31,30 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message or self.format_usage())
 
 
-Runner = Callable[["UltronMagic", argparse.Namespace, str | None], Any]
-
-
 @dataclass
 class Verb:
     name: str
     help: str
     parser: _Parser
-    run: Runner
+    run: Run
     cell: bool | None  # True: needs a cell body; False: line only; None: either
 
 
 VERBS: dict[str, Verb] = {}
 
 
-def verb(
-    name: str, help: str, *, cell: bool | None = False
-) -> Callable[[Callable[[argparse.ArgumentParser], Runner]], None]:
-    """Register a verb: the decorated function adds arguments and returns the runner."""
+def load_verbs() -> None:
+    """Build one parser per verb of the registry that the notebook face offers."""
+    for cmd in COMMANDS.values():
+        if "magic" not in cmd.faces or cmd.name in VERBS:
+            continue
+        parser = _Parser(prog=f"%ultron {cmd.name}", description=cmd.help, add_help=False)
+        VERBS[cmd.name] = Verb(cmd.name, cmd.help, parser, build_parser(cmd, parser), cmd.cell)
 
-    def register(build: Callable[[argparse.ArgumentParser], Runner]) -> None:
-        parser = _Parser(prog=f"%ultron {name}", description=help, add_help=False)
-        VERBS[name] = Verb(name, help, parser, build(parser), cell)
 
-    return register
+def _session() -> str:
+    """Which notebook this kernel runs (Jupyter tells kernels), for the remembered flow."""
+    return os.environ.get("JPY_SESSION_NAME", "")
 
 
 @magics_class
@@ -65,35 +67,61 @@ class UltronMagic(Magics):
         config=True)
     home = Unicode("", help="directory of the metadata store and local data").tag(config=True)
     db_url = Unicode("", help="SQLAlchemy URL of the metadata store").tag(config=True)
+    mlflow_uri = Unicode("", help="MLflow tracking/registry URI ('' = SQLite under the home)"
+                         ).tag(config=True)
     show_traceback = Bool(False, help="show full tracebacks instead of one-line errors").tag(
         config=True)
+
+    face_name = "magic"
 
     def __init__(self, shell: Any = None, **kwargs: Any):
         super().__init__(shell=shell, **kwargs)
         self._workspace: Any = None
-        self.current_flow: str | None = None
+        self._flow: str | None = None
+        self._notes: list[str] = []
 
-    @observe("flink_url", "flink_port", "home", "db_url")
+    @observe("flink_url", "flink_port", "home", "db_url", "mlflow_uri")
     def _settings_changed(self, _change: Any) -> None:
         self._workspace = None
 
     @property
     def workspace(self) -> Any:
         if self._workspace is None:
-            from ultron_nb.services.workspace import Workspace
+            from ultron_nb.workspace import Workspace
 
             self._workspace = Workspace(
                 home=self.home or None,
                 db_url=self.db_url or None,
                 flink_url=self.flink_url or None,
                 flink_port=self.flink_port or None,
+                mlflow_uri=self.mlflow_uri or None,
             )
         return self._workspace
 
-    def require_flow(self) -> str:
-        if self.current_flow is None:
-            raise UsageError("no current flow: select one with %ultron flow NAME")
-        return self.current_flow
+    # -- Face
+    def current_flow(self, explicit: str | None = None) -> str:
+        if explicit:
+            return explicit
+        if self._flow is not None:
+            return self._flow
+        name, why = self.workspace.current_flow(session=_session())
+        self._flow = name
+        if why:
+            self._notes.append(why)
+        return name
+
+    def select_flow(self, name: str) -> None:
+        self._flow = name
+        self.workspace.remember_flow(name, session=_session())
+
+    def variable(self, name: str) -> Any:
+        """The notebook variable ``name`` (NotFoundError naming it when there is none)."""
+        from ultron_nb.errors import NotFoundError
+
+        ns = self.shell.user_ns if self.shell is not None else {}
+        if name not in ns:
+            raise NotFoundError(f"no variable {name!r} in the notebook")
+        return ns[name]
 
     @line_cell_magic
     def ultron(self, line: str, cell: str | None = None) -> Any:
@@ -107,8 +135,6 @@ class UltronMagic(Magics):
         name, rest = argv[0], argv[1:]
         entry = VERBS.get(name)
         if entry is None:
-            import difflib
-
             close = difflib.get_close_matches(name, list(VERBS), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise UsageError(f"%ultron: unknown verb {name!r}{hint}; see %ultron help")
@@ -117,54 +143,23 @@ class UltronMagic(Magics):
         if entry.cell is False and cell is not None and cell.strip():
             raise UsageError(f"%ultron {name} takes no cell body: use %ultron {name} ...")
         args = entry.parser.parse_args(rest)
+        self._notes = []
         try:
-            return entry.run(self, args, cell)
+            result = entry.run(self, args, cell)
         except UltronError as exc:
             if self.show_traceback:
                 raise
             raise UsageError(f"{type(exc).__name__}: {exc}") from None
+        return self._with_notes(result)
 
+    def _with_notes(self, result: Any) -> Any:
+        """Show the face's notes (the flow it picked, a cut result) before the result."""
+        notes = list(self._notes)
+        note = getattr(getattr(result, "attrs", None), "get", lambda _k: None)("note")
+        if note:
+            notes.append(str(note))
+        if notes and self.shell is not None:
+            from IPython.display import display
 
-def help_text(name: str | None = None) -> str:
-    if name:
-        entry = VERBS.get(name)
-        if entry is None:
-            raise UsageError(f"%ultron help: unknown verb {name!r}")
-        return entry.parser.format_help()
-    width = max(len(v) for v in VERBS)
-    lines = ["%ultron VERB [args]   (%%ultron for verbs with a cell body)", ""]
-    lines += [f"  {v.name.ljust(width)}  {v.help}" for v in VERBS.values()]
-    lines += ["", "%ultron help VERB shows a verb's flags. Settings: %config UltronMagic"]
-    return "\n".join(lines)
-
-
-def load_verbs() -> None:
-    """Import the verb modules (each registers its verbs)."""
-    from ultron_nb.notebook import verbs_flow  # noqa: F401
-
-    register_commands()
-
-
-def register_commands() -> None:
-    """Register the commands shared with the CLI (:mod:`ultron_nb.commands`) as verbs."""
-    from ultron_nb.commands import COMMANDS
-
-    for cmd in COMMANDS.values():
-        if cmd.name in VERBS:
-            continue
-        parser = _Parser(prog=f"%ultron {cmd.name}", description=cmd.help, add_help=False)
-        if cmd.uses_flow:
-            parser.add_argument("--flow", help="default: the current flow")
-        run = cmd.build(parser)
-        VERBS[cmd.name] = Verb(cmd.name, cmd.help, parser, _bind(run, cmd.uses_flow), cmd.cell)
-
-
-def _bind(run: Any, uses_flow: bool) -> Runner:
-    def verb_runner(m: UltronMagic, a: argparse.Namespace, cell: str | None) -> Any:
-        if uses_flow and not a.flow:
-            a.flow = m.require_flow()
-        elif hasattr(a, "flow") and not a.flow:
-            a.flow = m.current_flow
-        return run(m.workspace, a, cell)
-
-    return verb_runner
+            display(Message(*notes))
+        return result

@@ -12,6 +12,11 @@ topic layout the real-time Flink node reads, so the *same* node replays it::
                                  start="2024-01-01", end="2024-01-08", out="topics/hist")
     backtrack.check_order(manifest.path).raise_for_errors()
 
+History may live in HDFS or an object store: ``hdfs://``, ``webhdfs://`` and ``s3://`` sources
+are read through fsspec (``storage_options`` are handed to the filesystem; credentials are
+never logged or stored). :func:`plan` tells what a preparation would read — partitions found
+and pruned, files, bytes, rows, memory — before any work.
+
 Quick checks return a :class:`CheckResult` (``problems``: one row per problem; ``summary``):
 :func:`check_order`, :func:`check_leakage`, :func:`check_consistency`,
 :func:`check_version_consistency`. Bad input (missing or empty hours, schema drift, mixed time
@@ -24,23 +29,28 @@ DuckDB is imported only when one of these functions runs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ultron_nb.config import Settings, load_settings
 from ultron_nb.engines.duckdb.report import CheckResult, Manifest, PartitionStats, SourceFile
+
+if TYPE_CHECKING:
+    from ultron_nb.engines.duckdb.plan import PreparePlan
 
 __all__ = [
     "CheckResult",
     "Manifest",
     "PartitionStats",
+    "PreparePlan",
     "SourceFile",
     "check_consistency",
     "check_leakage",
     "check_order",
     "check_source",
     "check_version_consistency",
+    "plan",
     "prepare",
     "read_manifest",
 ]
@@ -50,7 +60,8 @@ def prepare(source: str | Path, *, key: str | Sequence[str], time: str, partitio
             start: Any, end: Any, out: str | Path | None = None, fmt: str | None = None,
             settings: Settings | None = None, allow: Iterable[str] = (),
             null_keys: str = "fail", threads: int | None = None,
-            memory_limit: str | None = None) -> Manifest:
+            memory_limit: str | None = None,
+            storage_options: Mapping[str, Any] | None = None) -> Manifest:
     """Hash-partition ``source`` by ``key`` and order each partition by event time ``time``.
 
     Reads the hours of ``[start, end)`` (Parquet or JSON lines, ``fmt`` detected from the file
@@ -60,6 +71,8 @@ def prepare(source: str | Path, *, key: str | Sequence[str], time: str, partitio
     ``out`` (default ``settings.home / "topics" / <source dir name>``) with a manifest.
     Idempotent and safe to re-run: the output is built aside and swapped in.
     ``null_keys="route"`` writes null-key rows to ``out/_null_keys.jsonl`` instead of failing.
+    ``source`` may be ``hdfs://``, ``webhdfs://`` or ``s3://`` (``storage_options`` go to its
+    fsspec filesystem).
     """
     from ultron_nb.engines.duckdb.prepare import prepare_topic
 
@@ -68,12 +81,30 @@ def prepare(source: str | Path, *, key: str | Sequence[str], time: str, partitio
         out = (settings or load_settings()).home / "topics" / name
     return prepare_topic(source, key=key, time=time, partitions=partitions, start=start,
                          end=end, out=out, fmt=fmt, allow=allow, null_keys=null_keys,
-                         threads=threads, memory_limit=memory_limit)
+                         threads=threads, memory_limit=memory_limit,
+                         storage_options=storage_options)
+
+
+def plan(source: str | Path, *, start: Any, end: Any, partitions: int,
+         fmt: str | None = None, storage_options: Mapping[str, Any] | None = None,
+         memory_limit: str | None = None) -> PreparePlan:
+    """What :func:`prepare` would read: hour partitions found, in range, pruned and missing,
+    files, bytes, rows and a memory estimate — from listings and Parquet footers only."""
+    from ultron_nb.engines.duckdb.connection import connect
+    from ultron_nb.engines.duckdb.plan import plan_prepare
+
+    con = connect(memory_limit=memory_limit)
+    try:
+        return plan_prepare(con, source, start=start, end=end, partitions=partitions, fmt=fmt,
+                            storage_options=storage_options)
+    finally:
+        con.close()
 
 
 def check_source(source: str | Path, *, key: str | Sequence[str], time: str, start: Any,
                  end: Any, fmt: str | None = None, allow: Iterable[str] = (),
-                 null_keys: str = "fail") -> CheckResult:
+                 null_keys: str = "fail",
+                 storage_options: Mapping[str, Any] | None = None) -> CheckResult:
     """Check the history of ``[start, end)`` without writing anything.
 
     ``problems`` lists missing or empty hours, schema drift, missing key/time columns, mixed
@@ -86,9 +117,10 @@ def check_source(source: str | Path, *, key: str | Sequence[str], time: str, sta
 
     con = connect()
     try:
-        plan = inspect_source(con, source, key=normalize_key(key), time=time, start=start,
-                              end=end, fmt=fmt, allow=allow, null_keys=null_keys)
-        return plan.report
+        found = inspect_source(con, source, key=normalize_key(key), time=time, start=start,
+                               end=end, fmt=fmt, allow=allow, null_keys=null_keys,
+                               storage_options=storage_options)
+        return found.report
     finally:
         con.close()
 

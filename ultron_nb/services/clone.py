@@ -13,13 +13,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ultron_nb import experiments
+from ultron_nb.engines.graphviz import dot_to_svg
 from ultron_nb.errors import ConfigError
+from ultron_nb.experiments import ExperimentStatus
 from ultron_nb.flow.plan import Plan, Step, plan_launch
 from ultron_nb.store import experiments as repo
+from ultron_nb.views import Table
 
 if TYPE_CHECKING:
-    from ultron_nb.services.experiments import ExperimentStatus
-    from ultron_nb.services.workspace import Workspace
+    from ultron_nb.workspace import Workspace
 
 
 @dataclass
@@ -34,7 +37,7 @@ class ClonePlan:
     def rows(self) -> list[list[str]]:
         out = []
         for p in self.plan.nodes:
-            what = {Step.SHARE: "shared", Step.RESTART: "restart", Step.NEW: "new"}[p.step]
+            what = {Step.SHARE: "shared", Step.NEW: "new"}[p.step]
             params = ", ".join(f"{k}: {a} → {b}" for k, a, b in p.changed_params)
             out.append([p.node, what, p.instance_id, p.reason, params])
         return out
@@ -44,13 +47,14 @@ class ClonePlan:
         return [p.node for p in self.plan.nodes if p.step is not Step.SHARE]
 
     def __str__(self) -> str:
-        from ultron_nb.display import Table
-
         return str(Table(["node", "plan", "instance", "why", "parameters"], self.rows(),
                          title=f"clone {self.source} → {self.name}"))
 
+    def __repr__(self) -> str:
+        return str(self)
+
     def _repr_html_(self) -> str:
-        colours = {"shared": "#b2f2bb", "new": "#a5d8ff", "restart": "#ffd8a8"}
+        colours = {"shared": "#b2f2bb", "new": "#a5d8ff"}
         body = "".join(
             "<tr>" + "".join(
                 f'<td style="background:{colours.get(v, "")}">{html.escape(v)}</td>'
@@ -70,31 +74,23 @@ class CloneResult:
     def __str__(self) -> str:
         return f"{self.plan}\n\n{self.status}"
 
+    def __repr__(self) -> str:
+        return str(self)
+
     def _repr_html_(self) -> str:
         return self.plan._repr_html_() + self.status._repr_html_()
 
 
 def _source_identities(ws: Workspace, source: str) -> tuple[Any, dict[str, str]]:
-    from sqlalchemy import select
-
-    from ultron_nb.store.schema import node_instances
-
     with ws.db.read() as conn:
         exp = repo.get_experiment(conn, source)
-        ids: dict[str, str] = {}
-        for member in repo.members(conn, exp.id):
-            row = conn.execute(select(node_instances.c.identity).where(
-                node_instances.c.id == member.instance_id)).first()
-            if row:
-                ids[member.node_name] = row[0]
-    return exp, ids
+        views = repo.node_views(conn, exp.id)
+    return exp, {v.member.node_name: v.instance.identity for v in views}
 
 
 def plan_clone(ws: Workspace, source: str, name: str,
                overrides: Mapping[str, str] | None = None) -> ClonePlan:
     """The plan of cloning ``source`` into ``name`` with ``overrides`` (NODE.PARAM=V)."""
-    from ultron_nb.services import experiments
-
     exp, base_ids = _source_identities(ws, source)
     with ws.db.read() as conn:
         if repo.experiment_exists(conn, name):
@@ -106,8 +102,8 @@ def plan_clone(ws: Workspace, source: str, name: str,
     base_params = parent_flow.effective_params(exp.params)
     with ws.db.read() as conn:
         existing = experiments.existing_instances(conn, flow, exp.target.rstrip("/"))
-    plan = plan_launch(flow, merged, existing, base_params=base_params,
-                       base_identities=base_ids)
+    plan = plan_launch(flow, merged, existing, target=exp.target.rstrip("/"),
+                       base_params=base_params, base_identities=base_ids)
     return ClonePlan(source, name, plan, merged)
 
 
@@ -115,8 +111,6 @@ def clone(ws: Workspace, source: str, name: str, overrides: Mapping[str, str] | 
           *, dry_run: bool = False, label: str | None = None,
           timeout: float = 120.0) -> ClonePlan | CloneResult:
     """Clone experiment ``source`` as ``name``; with ``dry_run`` only return the plan."""
-    from ultron_nb.services import experiments
-
     cplan = plan_clone(ws, source, name, overrides)
     if dry_run:
         return cplan
@@ -136,15 +130,13 @@ class ExperimentDiff:
     dot_b: str
 
     def __str__(self) -> str:
-        from ultron_nb.display import Table
-
         return str(Table(["node", self.a, self.b, "difference"], self.rows,
                          title=f"diff {self.a} {self.b}"))
 
-    def _repr_html_(self) -> str:
-        from ultron_nb.display import Table
-        from ultron_nb.engines.graphviz import dot_to_svg
+    def __repr__(self) -> str:
+        return str(self)
 
+    def _repr_html_(self) -> str:
         table = Table(["node", self.a, self.b, "difference"], self.rows)._repr_html_()
         try:
             pics = (f'<div style="display:flex;gap:1em"><div>{dot_to_svg(self.dot_a)}</div>'
@@ -156,19 +148,13 @@ class ExperimentDiff:
 
 def diff(ws: Workspace, a: str, b: str) -> ExperimentDiff:
     """Node by node: shared (same instance), changed (with the parameter diff), new, gone."""
-    from sqlalchemy import select
-
-    from ultron_nb.store.schema import node_instances
 
     def load(name: str) -> tuple[Any, dict[str, tuple[str, dict[str, str]]]]:
         with ws.db.read() as conn:
             exp = repo.get_experiment(conn, name)
-            out = {}
-            for m in repo.members(conn, exp.id):
-                row = conn.execute(select(node_instances.c.params).where(
-                    node_instances.c.id == m.instance_id)).first()
-                out[m.node_name] = (m.instance_id, dict(row[0]) if row else {})
-        return exp, out
+            views = repo.node_views(conn, exp.id)
+        return exp, {v.member.node_name: (v.instance.id, dict(v.instance.params))
+                     for v in views}
 
     exp_a, nodes_a = load(a)
     exp_b, nodes_b = load(b)

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 from ultron_nb.errors import UltronError
 
 if TYPE_CHECKING:
+    from ultron_nb.experiments import ExperimentStatus
     from ultron_nb.flow import Flow
-    from ultron_nb.services.workspace import Workspace
+    from ultron_nb.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 def decorations(ws: Workspace, flow: Flow, experiment: str | None = None) -> dict[str, Any]:
     """Keyword arguments for :func:`ultron_nb.flow.render.to_dot` (status, watermarks,
     shared, title); empty when the flow never ran."""
-    from ultron_nb.services import experiments
+    from ultron_nb import experiments
 
     if experiment is None:
         runs = experiments.list_experiments(ws, flow.name)
@@ -29,13 +30,18 @@ def decorations(ws: Workspace, flow: Flow, experiment: str | None = None) -> dic
             return {}
         experiment = runs[0].name
     try:
-        st = experiments.status(ws, experiment, publish=False)
+        st = experiments.status(ws, experiment)
     except UltronError as exc:  # cluster gone: show what the store knows
         log.info("live status of %s unavailable: %s", experiment, exc)
         return {"title": f"{flow.name} — experiment {experiment} (status unavailable)"}
+    return status_decorations(flow, st)
+
+
+def status_decorations(flow: Flow, st: ExperimentStatus) -> dict[str, Any]:
+    """The decorations of ``flow`` from a status already asked (no call to Flink)."""
     return {
         "status": st.node_states(),
         "watermarks": st.watermark_texts(),
         "shared": st.shared_nodes(),
-        "title": f"{flow.name} — experiment {experiment}: {st.state}",
+        "title": f"{flow.name} — experiment {st.name}: {st.state}",
     }

@@ -1,4 +1,4 @@
-"""Local topics as a user feeds them: appending rows, and where each topic lives.
+"""Local topics as a user feeds them: appending rows.
 
 :func:`append` writes rows — a pandas DataFrame, or a CSV, Parquet or JSON-lines file — as the
 next segment of each partition of a local topic (see :mod:`ultron_nb.engines.topics` for the
@@ -29,8 +29,7 @@ from ultron_nb.errors import ConfigError, DataError, FlowError, NotFoundError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ultron_nb.flow import Flow
-    from ultron_nb.services.workspace import Workspace
+    from ultron_nb.workspace import Workspace
 
 _INTEGER = {"TINYINT", "SMALLINT", "INT", "INTEGER", "BIGINT"}
 _FLOAT = {"FLOAT", "REAL", "DOUBLE", "DECIMAL", "NUMERIC", "DEC"}
@@ -50,7 +49,7 @@ class AppendResult:
         return sum(n for _, _, n in self.segments)
 
     def table(self) -> Any:
-        from ultron_nb.display import Table
+        from ultron_nb.views import Table
 
         return Table(["partition", "segment", "rows"],
                      [[partition_name(k), seg.name, n] for k, seg, n in self.segments],
@@ -75,19 +74,8 @@ class _Target:
     partitions: int
 
 
-def topic_paths(ws: Workspace, flow: Flow) -> dict[str, str]:
-    """Where each resource of ``flow`` that lives in files keeps its data."""
-    from ultron_nb.flow import Kind, ResourceType
-    from ultron_nb.services.experiments import resource_path
-
-    return {n.name: str(resource_path(ws, n)) for n in flow
-            if n.kind is Kind.RESOURCE and n.resource_type is not ResourceType.KAFKA}
-
-
 def _resolve(ws: Workspace, name: str, flow: str | None) -> _Target:
     from ultron_nb.flow import ResourceType
-    from ultron_nb.services.experiments import resource_path
-
     folder = Path(name).expanduser()
     if (folder / MANIFEST).is_file():  # a topic directory
         topic = LocalTopic.open(folder)
@@ -103,12 +91,12 @@ def _resolve(ws: Workspace, name: str, flow: str | None) -> _Target:
     node = found[0][1]
     if node.resource_type is not ResourceType.TOPIC:
         raise FlowError(f"append: {name!r} is a {node.label}, not a local topic")
-    paths = {resource_path(ws, n) for _, n in found}
+    paths = {ws.resource_path(n) for _, n in found}
     if len(paths) > 1:
         raise ConfigError(f"append: topic {name!r} is defined in flows "
                           f"{', '.join(f for f, _ in found)} at different paths: choose one "
                           "with --flow")
-    path = resource_path(ws, node)
+    path = ws.resource_path(node)
     columns = [(c.name, c.type) for c in node.columns]
     if (path / MANIFEST).is_file():
         partitions = LocalTopic.open(path).partitions

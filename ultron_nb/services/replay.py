@@ -18,12 +18,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ultron_nb import experiments
+from ultron_nb.engines.flink.rest import FlinkRest
+from ultron_nb.engines.topics import LocalTopic
 from ultron_nb.errors import ConfigError, FlowError, UltronError
+from ultron_nb.experiments import ExperimentStatus
 from ultron_nb.flow import Flow, Kind, ResourceType
+from ultron_nb.services.backtrack import read_manifest
 
 if TYPE_CHECKING:
-    from ultron_nb.services.experiments import ExperimentStatus
-    from ultron_nb.services.workspace import Workspace
+    from ultron_nb.workspace import Workspace
 
 
 def _closure(flow: Flow, node: str) -> list[str]:
@@ -41,7 +45,6 @@ def _closure(flow: Flow, node: str) -> list[str]:
 def replay_flow(flow: Flow, node: str, inputs: Mapping[str, str | Path]) -> Flow:
     """The flow a replay launches: ``node`` and what it reads, with each resource named in
     ``inputs`` read from its prepared topic."""
-    from ultron_nb.engines.topics import LocalTopic
 
     if flow[node].kind is not Kind.FLINK:
         raise FlowError(f"backtrack run: node {node!r} is {flow[node].label}; only Flink SQL "
@@ -81,10 +84,6 @@ def replay(ws: Workspace, flow_name: str, node: str, *,
     given, must lie within what the prepared topics cover (the window is chosen when the
     history is prepared).
     """
-    from ultron_nb.engines.flink.rest import FlinkRest
-    from ultron_nb.services import experiments
-    from ultron_nb.services.backtrack import read_manifest
-
     if not inputs:
         raise ConfigError("backtrack run needs --input RESOURCE=PREPARED_TOPIC_DIR")
     for resource, path in inputs.items():

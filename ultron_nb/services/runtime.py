@@ -1,6 +1,7 @@
 """The processes a workspace runs: the local Flink cluster and the scheduler daemon.
 
-``up`` starts both (reusing what already runs), ``down`` stops both, by their own PIDs.
+``up`` starts both (reusing what already runs), ``down`` stops both, by their own PIDs
+(and the MLflow UI, when ``%ultron mlflow ui`` started one).
 With a remote cluster configured (``flink_url``), ``up`` only checks that it answers and
 starts the scheduler.
 """
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ultron_nb.engines.flink.cluster import ClusterStatus
-    from ultron_nb.services.workspace import Workspace
+    from ultron_nb.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def _cluster(ws: Workspace, port: int | None, slots: int | None) -> Any:
 
 
 def _scheduler_pid(ws: Workspace) -> int | None:
-    from ultron_nb.services.scheduler import daemon_status
+    from ultron_nb.scheduler import daemon_status
 
     pid = daemon_status(ws.settings)
     return pid if pid and pid > 0 else None
@@ -67,7 +68,7 @@ def up(ws: Workspace, *, port: int | None = None, slots: int | None = None,
         cluster = _cluster(ws, port, slots).up()
     pid = None
     if scheduler:
-        from ultron_nb.services.scheduler import start_daemon
+        from ultron_nb.scheduler import start_daemon
 
         pid = start_daemon(ws.settings)
     return RuntimeStatus(cluster, pid)
@@ -75,11 +76,14 @@ def up(ws: Workspace, *, port: int | None = None, slots: int | None = None,
 
 def down(ws: Workspace, *, port: int | None = None) -> RuntimeStatus:
     """Stop the scheduler daemon and the local Flink cluster (and the jobs on it)."""
-    from ultron_nb.services.scheduler import stop_daemon
+    from ultron_nb.engines.mlflow import ui as mlflow_ui
+    from ultron_nb.scheduler import stop_daemon
 
     notes = []
     if stop_daemon(ws.settings):
         notes.append("scheduler stopped")
+    if mlflow_ui.stop(ws.settings):
+        notes.append("MLflow UI stopped")
     if ws.settings.flink_url:
         notes.append(f"the remote cluster at {ws.settings.flink_url} is left running")
         from ultron_nb.engines.flink.cluster import cluster_status

@@ -26,8 +26,19 @@ log = logging.getLogger(__name__)
 BUSY_TIMEOUT_MS = 30_000
 WRITE_LOCK_ID = 0x756C7472  # "ultr": the advisory lock that serialises PostgreSQL writers
 
+def _v1_to_v2(conn: Connection) -> None:
+    """Reference counts by explicit holds; the trigger of a scheduler run."""
+    conn.exec_driver_sql("ALTER TABLE experiment_nodes ADD COLUMN released_at FLOAT")
+    conn.exec_driver_sql("ALTER TABLE jobs ADD COLUMN trigger_id INTEGER")
+    # Experiments the user ended before v2 let go of their instances then.
+    conn.exec_driver_sql(
+        "UPDATE experiment_nodes SET released_at = (SELECT updated_at FROM experiments "
+        "WHERE experiments.id = experiment_nodes.experiment_id) WHERE experiment_id IN "
+        "(SELECT id FROM experiments WHERE state IN ('stopped', 'canceled', 'failed'))")
+
+
 # Migrations from version N to N+1: MIGRATIONS[N](connection).
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2}
 
 
 def _sqlite_setup(engine: Engine) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -87,6 +87,9 @@ experiment_nodes = Table(
     Column("node_name", String(64), primary_key=True),
     Column("instance_id", String(96), ForeignKey("node_instances.id"), nullable=False),
     Column("shared_from", String(128)),  # experiment whose instance this reuses
+    # When the experiment let go of the instance (its stop); NULL while it holds it. An
+    # instance runs while any experiment holds it (reference counting).
+    Column("released_at", Float),
 )
 
 jobs = Table(
@@ -103,6 +106,7 @@ jobs = Table(
     Column("error", Text),
     Column("started_at", Float, nullable=False),
     Column("ended_at", Float),
+    Column("trigger_id", Integer),  # the trigger a scheduler-run node's run carried out
 )
 Index("ix_jobs_instance", jobs.c.instance_id)
 
@@ -145,7 +149,9 @@ trigger_log = Table(
     Column("edge", String(255), nullable=False),
     Column("occurrence", String(255), nullable=False),  # what fired it (event version, ...)
     Column("action", String(16), nullable=False),
-    Column("state", String(16), nullable=False),  # pending | done | cancelled | failed
+    # pending | claimed (being carried out) | done | cancelled | failed | suspended (by a
+    # stop with savepoints: pending again on resume)
+    Column("state", String(16), nullable=False),
     Column("created_at", Float, nullable=False),
     UniqueConstraint("experiment", "node_name", "edge", "occurrence"),
 )

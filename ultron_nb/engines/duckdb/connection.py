@@ -68,6 +68,13 @@ def connect(database: str = ":memory:", *, threads: int | None = None,
     return con
 
 
+def cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """A cursor of ``con`` in UTC too (a cursor does not inherit its connection's ``SET``)."""
+    cur = con.cursor()
+    cur.execute("SET TimeZone = 'UTC'")
+    return cur
+
+
 def temporal_kind(duck_type: str) -> str | None:
     """``"tz"`` for time-zone-aware timestamps, ``"naive"`` for other timestamps and dates,
     None for anything else (DuckDB spells these several ways: ``TIMESTAMP_NS``,
@@ -196,6 +203,31 @@ def register_input(con: duckdb.DuckDBPyConnection, data: Any, *, what: str = "in
                           "(use a path, a pandas DataFrame, an Arrow table or a DuckDB "
                           f"relation): {exc}") from None
     return ident(name)
+
+
+def read_arrow(con: duckdb.DuckDBPyConnection, data: Any, *, what: str = "input") -> Any:
+    """``data`` (anything :func:`register_input` takes) as a ``pyarrow.Table``, rows in input
+    order (files in path order, rows in file order)."""
+    import pyarrow as pa
+
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatchReader):
+        return data.read_all()
+    if isinstance(data, duckdb.DuckDBPyRelation):
+        return data.to_arrow_table()
+    if hasattr(data, "to_parquet") and hasattr(data, "columns"):  # pandas.DataFrame
+        try:
+            return pa.Table.from_pandas(data, preserve_index=False)
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise DataError(f"{what}: cannot convert the DataFrame: {exc}") from None
+    view = register_input(con, data, what=what)
+    try:
+        return con.sql(f"SELECT * FROM {view}").to_arrow_table()
+    except duckdb.Error as exc:
+        raise DataError(f"{what} {data}: cannot read: {str(exc).splitlines()[0]}") from None
+    finally:
+        release_input(con, view)
 
 
 def release_input(con: duckdb.DuckDBPyConnection, view: str) -> None:

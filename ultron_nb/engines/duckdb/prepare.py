@@ -44,7 +44,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,7 @@ from typing import Any
 import duckdb
 
 from ultron_nb.engines.duckdb.connection import connect, ident, temporal_kind, utc_timestamp
+from ultron_nb.engines.duckdb.remote import mask
 from ultron_nb.engines.duckdb.report import Manifest, PartitionStats, SourceFile
 from ultron_nb.engines.duckdb.sources import FILE_COL, SourcePlan, inspect_source, key_null_sql
 from ultron_nb.engines.topics import MANIFEST, LocalTopic, partition_name, segment_name
@@ -156,7 +157,8 @@ def _order_by(plan: SourcePlan) -> str:
 def prepare_topic(source: str | Path, *, key: str | Sequence[str], time: str, partitions: int,
                   start: Any, end: Any, out: str | Path, fmt: str | None = None,
                   allow: Iterable[str] = (), null_keys: str = "fail",
-                  threads: int | None = None, memory_limit: str | None = None) -> Manifest:
+                  threads: int | None = None, memory_limit: str | None = None,
+                  storage_options: Mapping[str, Any] | None = None) -> Manifest:
     """Re-organise ``source`` history of ``[start, end)`` into ``partitions`` ordered partitions.
 
     See the module docstring for the layout, the partitioner and the guarantees. Raises
@@ -177,18 +179,20 @@ def prepare_topic(source: str | Path, *, key: str | Sequence[str], time: str, pa
     con = connect(threads=threads, memory_limit=memory_limit, temp_directory=spill)
     try:
         plan = inspect_source(con, source, key=keys, time=time, start=start, end=end, fmt=fmt,
-                              allow=allow, null_keys=null_keys)
+                              allow=allow, null_keys=null_keys,
+                              storage_options=storage_options)
         plan.report.raise_for_errors()
         if not plan.files:
-            raise DataError(f"{plan.source}: no data file between {plan.start} and {plan.end}")
+            raise DataError(f"{mask(plan.source)}: no data file between {plan.start} and "
+                            f"{plan.end}")
         manifest = _write(con, plan, partitions, tmp, target, null_keys)
         _swap(tmp, target)
         log.info("prepared %s: %d rows in %d partitions from %d files", target, manifest.rows,
                  partitions, len(plan.files))
         return manifest
     except duckdb.Error as exc:
-        raise EngineError(f"DuckDB failed preparing {source}: {str(exc).splitlines()[0]}"
-                          ) from exc
+        raise EngineError(f"DuckDB failed preparing {mask(source)}: "
+                          f"{mask(str(exc).splitlines()[0])}") from None
     finally:
         con.close()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -197,6 +201,42 @@ def prepare_topic(source: str | Path, *, key: str | Sequence[str], time: str, pa
 
 def _write(con: duckdb.DuckDBPyConnection, plan: SourcePlan, partitions: int, tmp: Path,
            target: Path, null_keys: str) -> Manifest:
+    stats = _stage(con, plan, partitions, null_keys)
+    columns = tuple((name, "TIMESTAMP(3)" if name == plan.time else flink_type(typ))
+                    for name, typ in plan.columns)
+    topic = LocalTopic(path=tmp, partitions=partitions, columns=list(columns),
+                       time_column=plan.time).create()
+    select, order = ", ".join(_output_select(plan)), _order_by(plan)
+    part_stats: list[PartitionStats] = []
+    for k in range(partitions):
+        rows, lo, hi = stats.get(k, (0, None, None))
+        segments: tuple[str, ...] = ()
+        if rows:
+            final = topic.partition_dir(k) / segment_name(0)
+            _copy(con, select, f"s.{P_COL} = ?", [k], order, final)
+            segments = (f"{partition_name(k)}/{final.name}",)
+        part_stats.append(PartitionStats(k, rows, _fmt(lo), _fmt(hi), segments))
+    routed, routed_path = stats.get(None, (0, None, None))[0], None
+    if routed:
+        _copy(con, select, f"s.{P_COL} IS NULL", [], order, tmp / NULL_KEYS_FILE)
+        routed_path = str(target / NULL_KEYS_FILE)
+    con.execute(f"DROP TABLE {STAGE}")
+    written = sum(p.rows for p in part_stats)
+    expected = sum(p.written for p in plan.profiles.values())
+    if written != expected:
+        raise EngineError(f"prepare wrote {written} rows but the profile counted {expected} "
+                          "rows in range with a key; nothing was replaced")
+    if routed != sum(p.routed_null_keys for p in plan.profiles.values()):
+        raise EngineError("prepare routed a different number of null-key rows than profiled")
+    manifest = _manifest(plan, target, partitions, tuple(part_stats), columns, routed_path)
+    topic.write_manifest(**manifest.to_dict())
+    return manifest
+
+
+def _stage(con: duckdb.DuckDBPyConnection, plan: SourcePlan, partitions: int,
+           null_keys: str) -> dict[int | None, tuple[int, Any, Any]]:
+    """Stage the rows of the range with their partition; (rows, min, max time) by partition
+    (None: routed null keys)."""
     key_cols = ", ".join(ident(k) for k in plan.key)
     part = f"CAST(hash({key_cols}) % {int(partitions)} AS INTEGER)"
     if null_keys == "route":
@@ -210,79 +250,42 @@ def _write(con: duckdb.DuckDBPyConnection, plan: SourcePlan, partitions: int, tm
             ) WHERE {TS_COL} >= ? AND {TS_COL} < ?""",
         [*plan.scan_args(), plan.start, plan.end],
     )
-    stats = {
+    return {
         (None if p is None else int(p)): (int(n), lo, hi)
         for p, n, lo, hi in con.execute(
             f"SELECT {P_COL}, count(*), min({TS_COL}), max({TS_COL}) FROM {STAGE} GROUP BY ALL"
         ).fetchall()
     }
-    columns = tuple((name, "TIMESTAMP(3)" if name == plan.time else flink_type(typ))
-                    for name, typ in plan.columns)
-    topic = LocalTopic(path=tmp, partitions=partitions, columns=list(columns),
-                       time_column=plan.time).create()
-    select = ", ".join(_output_select(plan))
-    order = _order_by(plan)
-    part_stats: list[PartitionStats] = []
-    for k in range(partitions):
-        rows, lo, hi = stats.get(k, (0, None, None))
-        segments: tuple[str, ...] = ()
-        if rows:
-            final = topic.partition_dir(k) / segment_name(0)
-            hidden = final.with_name("." + final.name)
-            con.execute(
-                f"COPY (SELECT {select} FROM {STAGE} AS s WHERE s.{P_COL} = ? "
-                f"ORDER BY {order}) TO ? (FORMAT json)",
-                [k, str(hidden)],
-            )
-            os.replace(hidden, final)
-            segments = (f"{partition_name(k)}/{final.name}",)
-        part_stats.append(PartitionStats(k, rows, _fmt(lo), _fmt(hi), segments))
-    routed, routed_path = stats.get(None, (0, None, None))[0], None
-    if routed:
-        hidden = tmp / ("." + NULL_KEYS_FILE)
-        con.execute(
-            f"COPY (SELECT {select} FROM {STAGE} AS s WHERE s.{P_COL} IS NULL "
-            f"ORDER BY {order}) TO ? (FORMAT json)", [str(hidden)])
-        os.replace(hidden, tmp / NULL_KEYS_FILE)
-        routed_path = str(target / NULL_KEYS_FILE)
-    con.execute(f"DROP TABLE {STAGE}")
 
-    written = sum(p.rows for p in part_stats)
-    expected = sum(p.written for p in plan.profiles.values())
-    if written != expected:
-        raise EngineError(f"prepare wrote {written} rows but the profile counted {expected} "
-                          "rows in range with a key; nothing was replaced")
+
+def _copy(con: duckdb.DuckDBPyConnection, select: str, where: str, params: list[Any],
+          order: str, final: Path) -> None:
+    """Write the staged rows matching ``where`` to ``final`` (via a hidden name)."""
+    hidden = final.with_name("." + final.name)
+    con.execute(f"COPY (SELECT {select} FROM {STAGE} AS s WHERE {where} ORDER BY {order}) "
+                "TO ? (FORMAT json)", [*params, str(hidden)])
+    os.replace(hidden, final)
+
+
+def _manifest(plan: SourcePlan, target: Path, partitions: int,
+              part_stats: tuple[PartitionStats, ...], columns: tuple[tuple[str, str], ...],
+              routed_path: str | None) -> Manifest:
     problems = plan.report.problems
     warnings = tuple(f"{r['kind']}: {r['detail']} ({r['file']})"
                      for r in problems[problems["severity"] == "warning"].to_dict("records"))
-    manifest = Manifest(
-        path=str(target),
-        source=plan.source,
-        fmt=plan.fmt,
-        key=plan.key,
-        time=plan.time,
-        start=_fmt(plan.start) or "",
-        end=_fmt(plan.end) or "",
-        partitions=tuple(part_stats),
-        files=tuple(
-            SourceFile(f.path, f.date, f.hour, plan.profiles[f.path].rows,
-                       plan.profiles[f.path].written)
-            for f in plan.files
-        ),
-        columns=columns,
-        partitioner=f"duckdb hash({', '.join(plan.key)}) % {partitions}",
-        rows=written,
-        out_of_range=sum(p.out_of_range for p in plan.profiles.values()),
-        null_keys=sum(p.null_keys for p in plan.profiles.values()),
-        null_keys_path=routed_path,
-        dropped_null_time=sum(p.null_time + p.bad_time for p in plan.profiles.values()),
-        warnings=warnings,
-        duckdb_version=duckdb.__version__,
+    profiles = plan.profiles.values()
+    return Manifest(
+        path=str(target), source=mask(plan.source), fmt=plan.fmt, key=plan.key, time=plan.time,
+        start=_fmt(plan.start) or "", end=_fmt(plan.end) or "", partitions=part_stats,
+        files=tuple(SourceFile(mask(f.path), f.date, f.hour, plan.profiles[f.path].rows,
+                               plan.profiles[f.path].written) for f in plan.files),
+        columns=columns, partitioner=f"duckdb hash({', '.join(plan.key)}) % {partitions}",
+        rows=sum(p.rows for p in part_stats),
+        out_of_range=sum(p.out_of_range for p in profiles),
+        null_keys=sum(p.null_keys for p in profiles), null_keys_path=routed_path,
+        dropped_null_time=sum(p.null_time + p.bad_time for p in profiles),
+        warnings=warnings, duckdb_version=duckdb.__version__,
     )
-    if routed != sum(p.routed_null_keys for p in plan.profiles.values()):
-        raise EngineError("prepare routed a different number of null-key rows than profiled")
-    topic.write_manifest(**manifest.to_dict())
-    return manifest
 
 
 def _fmt(value: datetime | None) -> str | None:

@@ -48,7 +48,7 @@ class TableFiles:
     ``files`` in read order; ``fmt`` is ``json``, ``parquet`` or ``csv``; ``columns`` are
     (name, DuckDB type): JSON is read with exactly these columns (other keys, such as a
     hidden watermark column, are ignored), and a table without files yet is an empty table
-    of these columns. The files must be complete (see :mod:`ultron_nb.services.duckdb_nodes`
+    of these columns. The files must be complete (see :mod:`ultron_nb.engines.outputs`
     for files a Flink sink is still writing).
     """
 

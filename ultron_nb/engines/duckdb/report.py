@@ -56,6 +56,11 @@ class CheckResult:
         return not bool((self.problems["severity"] == ERROR).any())
 
     @property
+    def failed(self) -> bool:
+        """True when the check found an error (the ``ultron`` command then exits with 1)."""
+        return not self.ok
+
+    @property
     def errors(self) -> pd.DataFrame:
         """The problems of severity ``error``."""
         return self.problems[self.problems["severity"] == ERROR].reset_index(drop=True)
@@ -215,6 +220,15 @@ class Manifest:
             warnings=tuple(extra.get("warnings", ())),
             duckdb_version=str(extra.get("duckdb_version", "")),
         )
+
+    def __str__(self) -> str:
+        extra = [f"{n} {what}" for n, what in ((self.null_keys, "null-key row(s)"),
+                                              (self.out_of_range, "row(s) out of range"),
+                                              (self.dropped_null_time, "row(s) without a time"))
+                 if n]
+        return (f"{self.path}: {self.rows} rows in {len(self.partitions)} partitions from "
+                f"{len(self.files)} files of {self.source}"
+                + (f" ({', '.join(extra)})" if extra else ""))
 
     def _repr_html_(self) -> str:
         rows = "".join(

@@ -2,10 +2,11 @@
 
 :func:`inspect_source` lists the files of the requested hours (through DuckDB's ``glob``, so any
 location DuckDB reads works), reads each file's schema, and profiles the key and time columns
-in one scan that attributes every row to its file (``filename`` column). It reports, by file and
-column:
+in one scan that attributes every row to its file (``filename`` column). Remote history
+(``s3://``, ``hdfs://``, ``webhdfs://``) is read through fsspec (:mod:`.remote`). It reports, by
+file and column:
 
-``missing_partition``
+``missing_partition`` (also accepted as ``missing_hour`` in ``allow``)
     an hour of the range has no data file (the expected directory is named);
 ``empty_partition``
     an hour's files hold no rows;
@@ -40,24 +41,27 @@ converted to UTC, epoch numbers by their detected unit.
 from __future__ import annotations
 
 import logging
-import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from ultron_nb.engines.duckdb.connection import (
-    detect_format,
     ident,
-    normalize_format,
     scan_sql,
-    temporal_kind,
-    utc_timestamp,
 )
+from ultron_nb.engines.duckdb.discovery import (
+    HourFile,
+    discover,
+    file_schema,
+    parquet_schemas,
+    source_root,
+)
+from ultron_nb.engines.duckdb.remote import attach, mask
 from ultron_nb.engines.duckdb.report import (
     ERROR,
     INFO,
@@ -65,48 +69,29 @@ from ultron_nb.engines.duckdb.report import (
     CheckResult,
     problems_frame,
 )
+from ultron_nb.engines.duckdb.timeclasses import (
+    ZONE_RE,
+    class_expr,
+    classes_for,
+    conv_for_class,
+    conversion_sql,
+    normalize_zone,
+    time_category,
+    time_problems,
+    typed_class,
+)
+from ultron_nb.engines.duckdb.times import to_utc_naive
 from ultron_nb.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 FILE_COL = "__ultron_file"
+#: Other names accepted by ``allow``.
+ALIASES = {"missing_hour": "missing_partition", "empty_hour": "empty_partition"}
 PROBLEM_KINDS = (
     "missing_partition", "empty_partition", "schema_drift", "missing_column",
     "mixed_time_units", "mixed_time_zones", "bad_time", "null_time", "null_key", "out_of_range",
 )
-_HIVE = re.compile(r"date=(\d{4}-\d{2}-\d{2})[/\\]hour=(\d{1,2})[/\\]([^/\\]+)$")
-
-_NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT",
-            "UINTEGER", "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE")
-_STRING = ("VARCHAR", "JSON")
-
-# Classification of raw time values (the patterns are constants of this module).
-_NUM_RE = r"^-?[0-9]+(\.[0-9]+)?$"
-_DT_RE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?)?$"
-_DT_TZ_RE = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?"
-             r" ?(Z|UTC|[+-][0-9]{2}(:?[0-9]{2})?)$")
-_ZONE_RE = r"(Z|UTC|[+-][0-9]{2}(:?[0-9]{2})?)$"
-
-EPOCH_CLASSES = ("epoch_s", "epoch_ms", "epoch_us", "epoch_ns")
-_UNIT_NAMES = {
-    "epoch_s": "epoch seconds", "epoch_ms": "epoch milliseconds",
-    "epoch_us": "epoch microseconds", "epoch_ns": "epoch nanoseconds",
-    "string": "date-time strings", "string_tz": "date-time strings with a UTC offset",
-    "timestamp": "typed timestamps", "timestamp_tz": "typed timestamps with time zone",
-}
-
-
-@dataclass(frozen=True)
-class HourFile:
-    """One data file of the history and the hour partition it sits in."""
-
-    path: str
-    date: str
-    hour: int
-
-    @property
-    def hour_start(self) -> datetime:
-        return datetime.fromisoformat(self.date) + timedelta(hours=self.hour)
 
 
 @dataclass
@@ -148,28 +133,6 @@ class SourcePlan:
 
 
 # ----------------------------------------------------------------------------- time bounds
-def to_utc_naive(value: Any, what: str) -> datetime:
-    """A naive UTC datetime from a datetime, date, pandas Timestamp or ISO string."""
-    if value is None:
-        raise ConfigError(f"{what}: a time is required")
-    if hasattr(value, "to_pydatetime"):
-        value = value.to_pydatetime()
-    if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, date):
-        parsed = datetime(value.year, value.month, value.day)
-    else:
-        text = str(value).strip().replace("Z", "+00:00")
-        try:
-            parsed = datetime.fromisoformat(text)
-        except ValueError:
-            raise ConfigError(f"{what}: cannot parse {value!r} as a time "
-                              "(use YYYY-MM-DD or YYYY-MM-DD HH:MM[:SS])") from None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
-    return parsed
-
-
 def hours_between(start: datetime, end: datetime) -> list[datetime]:
     """Every hour whose partition may hold events of ``[start, end)``."""
     hour = start.replace(minute=0, second=0, microsecond=0)
@@ -186,207 +149,31 @@ def _fmt_time(value: datetime | None) -> str | None:
     return value.strftime("%Y-%m-%d %H:%M:%S.") + f"{value.microsecond // 1000:03d}"
 
 
-# ----------------------------------------------------------------------------- discovery
-def _root(source: str | Path) -> str:
-    text = str(source)
-    if "://" in text:
-        return text.rstrip("/")
-    path = Path(text).expanduser().resolve()
-    if not path.is_dir():
-        raise DataError(f"{path}: no such directory")
-    return str(path)
-
-
-def discover(con: duckdb.DuckDBPyConnection, root: str, fmt: str | None,
-             ) -> tuple[list[HourFile], str]:
-    """Every visible data file under ``root/date=*/hour=*/`` and the format."""
-    pattern = root + "/date=*/hour=*/*"
-    found = [str(r[0]) for r in con.execute("SELECT file FROM glob(?)", [pattern]).fetchall()]
-    files: list[HourFile] = []
-    for path in sorted(found):
-        match = _HIVE.search(path)
-        if not match or match.group(3).startswith((".", "_")):
-            continue
-        files.append(HourFile(path, match.group(1), int(match.group(2))))
-    fmt = normalize_format(fmt)
-    if fmt is None:
-        kinds = {detect_format(f.path) for f in files} - {None}
-        if len(kinds) > 1:
-            examples = {k: next(f.path for f in files if detect_format(f.path) == k)
-                        for k in kinds if k}
-            raise DataError(f"{root}: mixed file formats: " + ", ".join(
-                f"{k} ({v})" for k, v in sorted(examples.items())))
-        if not kinds:
-            if files:
-                raise ConfigError(f"{root}: cannot tell the format of {files[0].path}; "
-                                  "pass fmt='parquet' or fmt='json'")
-            fmt = "parquet"
-        else:
-            fmt = kinds.pop() or "parquet"
-        files = [f for f in files if detect_format(f.path) == fmt]
-    return files, fmt
-
-
-def parquet_schemas(con: duckdb.DuckDBPyConnection, paths: list[str]
-                    ) -> dict[str, list[tuple[str, str]]]:
-    """Top-level (name, DuckDB type) of every Parquet file, from their footers in one call."""
-    if not paths:
-        return {}
-    try:
-        rows = con.execute("SELECT file_name, name, duckdb_type, num_children FROM "
-                           "parquet_schema(?)", [paths]).fetchall()
-    except duckdb.Error:
-        return {p: file_schema(con, p, "parquet") for p in paths}
-    flat: dict[str, list[tuple[str, str | None, int]]] = defaultdict(list)
-    for file, name, typ, children in rows:
-        flat[str(file)].append((str(name), typ, int(children or 0)))
-    out: dict[str, list[tuple[str, str]]] = {}
-    for path in paths:
-        elements = flat.get(path)
-        if not elements:
-            out[path] = file_schema(con, path, "parquet")
-            continue
-        # Depth-first: the root, then each top-level column followed by its subtree.
-        top: list[tuple[str, str]] = []
-        i, remaining = 1, elements[0][2]
-        while remaining and i < len(elements):
-            name, typ, children = elements[i]
-            top.append((name, str(typ)))
-            pending, i = children, i + 1
-            while pending and i < len(elements):
-                pending += elements[i][2] - 1
-                i += 1
-            remaining -= 1
-        if any(t == "None" for _, t in top):
-            top = file_schema(con, path, "parquet")
-        out[path] = top
-    return out
-
-
-def file_schema(con: duckdb.DuckDBPyConnection, path: str, fmt: str) -> list[tuple[str, str]]:
-    scan, params = scan_sql(fmt, union_by_name=False)
-    try:
-        rows = con.execute(f"DESCRIBE SELECT * FROM {scan}", [[path], *params]).fetchall()
-    except duckdb.Error as exc:
-        raise DataError(f"{path}: cannot read as {fmt}: {str(exc).splitlines()[0]}") from None
-    return [(str(r[0]), str(r[1])) for r in rows]
-
-
-def _time_category(duck_type: str) -> str:
-    base = duck_type.upper()
-    if temporal_kind(base):
-        return "typed"
-    if base in _NUMERIC or base.startswith("DECIMAL"):
-        return "numeric"
-    if base in _STRING:
-        return "string"
-    return "unsupported"
-
-
-def _typed_class(duck_type: str) -> str:
-    return "timestamp_tz" if temporal_kind(duck_type) == "tz" else "timestamp"
-
-
-# ----------------------------------------------------------------------------- SQL pieces
-def _epoch_case(num: str) -> str:
-    """Class of a numeric value by magnitude (see the module docstring)."""
-    return (f"CASE WHEN abs({num}) < 1e11 THEN 'epoch_s' WHEN abs({num}) < 1e14 THEN 'epoch_ms' "
-            f"WHEN abs({num}) < 1e17 THEN 'epoch_us' ELSE 'epoch_ns' END")
-
-
-def _epoch_conv(cls: str, num: str, exact: str) -> str:
-    """TIMESTAMP from an epoch number of class ``cls``; ``exact`` is the value as BIGINT."""
-    if cls == "epoch_s":
-        return f"make_timestamp(CAST(round({num} * 1000000) AS BIGINT))"
-    if cls == "epoch_ms":
-        return f"make_timestamp(CAST(round({num} * 1000) AS BIGINT))"
-    if cls == "epoch_us":
-        return f"make_timestamp({exact})"
-    return f"make_timestamp({exact} // 1000)"
-
-
-def _class_expr(category: str, v: str) -> str:
-    if category == "typed":
-        return "'typed'"
-    if category == "numeric":
-        return f"CASE WHEN {v} IS NULL THEN NULL ELSE {_epoch_case(f'CAST({v} AS DOUBLE)')} END"
-    s = f"trim(CAST({v} AS VARCHAR), ' \"')"
-    return (
-        f"CASE WHEN {v} IS NULL THEN NULL "
-        f"WHEN regexp_full_match({s}, '{_NUM_RE}') THEN "
-        f"{_epoch_case(f'TRY_CAST({s} AS DOUBLE)')} "
-        f"WHEN regexp_full_match({s}, '{_DT_RE}') THEN 'string' "
-        f"WHEN regexp_full_match({s}, '{_DT_TZ_RE}') THEN 'string_tz' "
-        f"ELSE 'unparseable' END"
-    )
-
-
-def _conv_for_class(category: str, cls: str, v: str, union_type: str) -> str:
-    """TIMESTAMP (naive UTC) from the raw value ``v`` known to be of class ``cls``."""
-    if category == "typed":
-        return utc_timestamp(v, union_type)
-    if category == "numeric":
-        num = f"CAST({v} AS DOUBLE)"
-        exact = f"CAST({v} AS BIGINT)" if not union_type.upper().startswith(
-            ("FLOAT", "DOUBLE", "DECIMAL")) else f"CAST(round({v}) AS BIGINT)"
-        return _epoch_conv(cls, num, exact)
-    s = f"trim(CAST({v} AS VARCHAR), ' \"')"
-    if cls in EPOCH_CLASSES:
-        num = f"TRY_CAST({s} AS DOUBLE)"
-        return _epoch_conv(cls, num, f"TRY_CAST({s} AS BIGINT)")
-    if cls == "string":
-        return f"TRY_CAST({s} AS TIMESTAMP)"
-    if cls == "string_tz":
-        return (f"timezone('UTC', TRY_CAST(regexp_replace({s}, ' ?UTC$', '+00:00') "
-                "AS TIMESTAMPTZ))")
-    return "CAST(NULL AS TIMESTAMP)"
-
-
-def _classes_for(category: str) -> tuple[str, ...]:
-    if category == "typed":
-        return ("typed",)
-    if category == "numeric":
-        return EPOCH_CLASSES
-    return (*EPOCH_CLASSES, "string", "string_tz")
-
-
-def conversion_sql(category: str, v: str, union_type: str, classes: Iterable[str]) -> str:
-    """The event-time expression: one conversion, or a per-row CASE over several classes."""
-    wanted = [c for c in _classes_for(category) if c in set(classes)] or list(
-        _classes_for(category)[:1])
-    if len(wanted) == 1:
-        return _conv_for_class(category, wanted[0], v, union_type)
-    whens = " ".join(
-        f"WHEN '{c}' THEN {_conv_for_class(category, c, v, union_type)}" for c in wanted)
-    return f"(CASE {_class_expr(category, v)} {whens} END)"
-
-
 def key_null_sql(key: Sequence[str]) -> str:
     return "(" + " OR ".join(f"{ident(k)} IS NULL" for k in key) + ")"
 
 
-def _normalize_zone(zone: str | None) -> str | None:
-    if zone is None:
-        return None
-    text = zone.strip()
-    if text in ("Z", "UTC"):
-        return "+00:00"
-    sign, digits = text[0], text[1:].replace(":", "")
-    digits = (digits + "00")[:4]
-    return f"{sign}{digits[:2]}:{digits[2:]}"
-
-
 # ----------------------------------------------------------------------------- inspection
-def inspect_source(con: duckdb.DuckDBPyConnection, source: str | Path, *, key: Sequence[str],
-                   time: str, start: Any, end: Any, fmt: str | None = None,
-                   allow: Iterable[str] = (), null_keys: str = "fail") -> SourcePlan:
-    """Find, check and profile the history of ``[start, end)``.
+class Problems:
+    """Collects problems; a kind listed in ``allowed`` is a warning instead of an error."""
 
-    Returns a :class:`SourcePlan` whose ``report`` lists every problem (see the module
-    docstring); the caller decides whether to raise. ``null_keys="route"`` makes null keys an
-    ``info`` (they are written aside) instead of an ``error``.
-    """
-    allowed = set(allow)
+    def __init__(self, allowed: set[str]):
+        self.allowed = allowed
+        self.rows: list[dict[str, Any]] = []
+
+    def __call__(self, kind: str, detail: str, *, file: str | None = None,
+                 column: str | None = None, rows: int | None = None,
+                 severity: str | None = None) -> None:
+        sev = severity or (WARNING if kind in self.allowed else ERROR)
+        self.rows.append({"kind": kind, "severity": sev, "detail": detail,
+                          "file": None if file is None else mask(file), "column": column,
+                          "rows": rows})
+
+
+def check_allow(allow: Iterable[str], null_keys: str) -> set[str]:
+    """The problem kinds to accept (``missing_hour`` is another name of
+    ``missing_partition``)."""
+    allowed = {ALIASES.get(a, a) for a in allow}
     unknown = allowed - set(PROBLEM_KINDS)
     if unknown:
         raise ConfigError(f"allow: unknown problem kind(s) {', '.join(sorted(unknown))} "
@@ -396,91 +183,118 @@ def inspect_source(con: duckdb.DuckDBPyConnection, source: str | Path, *, key: S
                           "them aside")
     if null_keys not in ("fail", "route"):
         raise ConfigError(f"null_keys: {null_keys!r} is not 'fail' or 'route'")
-    if not key:
-        raise ConfigError("key: at least one key column is required")
-    t0 = to_utc_naive(start, "from")
-    t1 = to_utc_naive(end, "to")
+    return allowed
+
+
+def time_range(start: Any, end: Any) -> tuple[datetime, datetime]:
+    t0, t1 = to_utc_naive(start, "from"), to_utc_naive(end, "to")
     if t1 <= t0:
         raise ConfigError(f"to ({t1}) must be after from ({t0})")
-    root = _root(source)
+    return t0, t1
+
+
+def select_files(all_files: list[HourFile], hours: list[datetime]) -> list[HourFile]:
+    wanted = {(h.strftime("%Y-%m-%d"), h.hour) for h in hours}
+    return [f for f in all_files if (f.date, f.hour) in wanted]
+
+
+def inspect_source(con: duckdb.DuckDBPyConnection, source: str | Path, *, key: Sequence[str],
+                   time: str, start: Any, end: Any, fmt: str | None = None,
+                   allow: Iterable[str] = (), null_keys: str = "fail",
+                   storage_options: Mapping[str, Any] | None = None) -> SourcePlan:
+    """Find, check and profile the history of ``[start, end)``.
+
+    Returns a :class:`SourcePlan` whose ``report`` lists every problem (see the module
+    docstring); the caller decides whether to raise. ``null_keys="route"`` makes null keys an
+    ``info`` (they are written aside) instead of an ``error``. Remote history (``s3://``,
+    ``hdfs://`` ...) is read through fsspec with ``storage_options``.
+    """
+    add = Problems(check_allow(allow, null_keys))
+    if not key:
+        raise ConfigError("key: at least one key column is required")
+    t0, t1 = time_range(start, end)
+    root = source_root(source)
+    attach(con, root, storage_options)
     all_files, fmt = discover(con, root, fmt)
     hours = hours_between(t0, t1)
-    wanted = {(h.strftime("%Y-%m-%d"), h.hour) for h in hours}
-    files = [f for f in all_files if (f.date, f.hour) in wanted]
-
-    problems: list[dict[str, Any]] = []
-
-    def add(kind: str, detail: str, *, file: str | None = None, column: str | None = None,
-            rows: int | None = None, severity: str | None = None) -> None:
-        sev = severity or (WARNING if kind in allowed else ERROR)
-        problems.append({"kind": kind, "severity": sev, "detail": detail, "file": file,
-                         "column": column, "rows": rows})
-
+    files = select_files(all_files, hours)
     present = {(f.date, f.hour) for f in files}
     for h in hours:
         d, hr = h.strftime("%Y-%m-%d"), h.hour
         if (d, hr) not in present:
             add("missing_partition", f"no data file for {d} hour {hr:02d}",
                 file=f"{root}/date={d}/hour={hr:02d}/")
-
     if fmt == "parquet":
         columns_by_file = parquet_schemas(con, [f.path for f in files])
     else:
         columns_by_file = {f.path: file_schema(con, f.path, fmt) for f in files}
     _schema_problems(files, columns_by_file, key, time, add)
-
     profiles: dict[str, FileProfile] = {f.path: FileProfile() for f in files}
     union: list[tuple[str, str]] = []
     time_expr = "CAST(NULL AS TIMESTAMP)"
     scan, scan_params = scan_sql(fmt, filename=FILE_COL)
     if files:
-        union, scan, scan_params, category, union_type = _union(
-            con, root, fmt, files, time, key)
-        classes = _profile(con, scan, [[f.path for f in files], *scan_params], key=key,
-                           time=time, category=category, union_type=union_type, t0=t0, t1=t1,
-                           profiles=profiles)
-        per_file_typed = {p: _typed_class(dict(cols).get(time, "TIMESTAMP"))
-                          for p, cols in columns_by_file.items()}
-        used = _time_problems(files, profiles, classes, category, per_file_typed, time, add)
-        if category == "typed":
-            for path, prof in profiles.items():
-                if "typed" in prof.classes:
-                    prof.classes[per_file_typed.get(path, "timestamp")] = prof.classes.pop(
-                        "typed")
-        time_expr = conversion_sql(category, ident(time), union_type, used)
-        for f in files:
-            prof = profiles[f.path]
-            if prof.null_keys:
-                add("null_key", f"{prof.null_keys} row(s) with a NULL key", file=f.path,
-                    column=", ".join(key), rows=prof.null_keys,
-                    severity=INFO if null_keys == "route" else None)
-            if prof.null_time:
-                add("null_time", f"{prof.null_time} row(s) without an event time",
-                    file=f.path, column=time, rows=prof.null_time)
-            if prof.bad_time:
-                add("bad_time", f"{prof.bad_time} time value(s) do not parse, e.g. "
-                    f"{prof.bad_example!r}", file=f.path, column=time, rows=prof.bad_time)
-            if prof.out_of_range:
-                add("out_of_range", f"{prof.out_of_range} row(s) outside [{t0}, {t1})",
-                    file=f.path, column=time, rows=prof.out_of_range, severity=INFO)
-        by_hour: dict[tuple[str, int], int] = defaultdict(int)
-        for f in files:
-            by_hour[(f.date, f.hour)] += profiles[f.path].rows
-        for (d, hr), rows in sorted(by_hour.items()):
-            if rows == 0:
-                add("empty_partition", f"the files of {d} hour {hr:02d} hold no rows",
-                    file=f"{root}/date={d}/hour={hr:02d}/")
-
-    details = _details_frame(files, profiles)
+        union, scan, scan_params, time_expr = _profile_files(
+            con, root, fmt, files, columns_by_file, key, time, (t0, t1), profiles, add)
+        _row_problems(root, files, profiles, key, time, (t0, t1), null_keys, add)
     report = CheckResult(
         check="source",
-        problems=problems_frame(problems, ["file", "column", "rows"]),
-        summary=_summary_frame(root, fmt, hours, files, profiles, problems),
-        details=details,
+        problems=problems_frame(add.rows, ["file", "column", "rows"]),
+        summary=_summary_frame(mask(root), fmt, hours, files, profiles, add.rows),
+        details=_details_frame(files, profiles),
     )
     return SourcePlan(source=root, fmt=fmt, key=tuple(key), time=time, start=t0, end=t1,
                       files=files, columns=union, scan=scan, scan_params=scan_params,
                       time_expr=time_expr, profiles=profiles, report=report)
+
+
+def _profile_files(con: duckdb.DuckDBPyConnection, root: str, fmt: str, files: list[HourFile],
+                   columns_by_file: dict[str, list[tuple[str, str]]], key: Sequence[str],
+                   time: str, bounds: tuple[datetime, datetime],
+                   profiles: dict[str, FileProfile], add: Problems
+                   ) -> tuple[list[tuple[str, str]], str, list[Any], str]:
+    """Profile every file in one scan; return the union schema, the scan and the time
+    expression that converts every time class found."""
+    union, scan, scan_params, category, union_type = _union(con, root, fmt, files, time, key)
+    classes = _profile(con, scan, [[f.path for f in files], *scan_params], key=key, time=time,
+                       category=category, union_type=union_type, t0=bounds[0], t1=bounds[1],
+                       profiles=profiles)
+    per_file_typed = {p: typed_class(dict(cols).get(time, "TIMESTAMP"))
+                      for p, cols in columns_by_file.items()}
+    used = time_problems(files, profiles, classes, category, per_file_typed, time, add)
+    if category == "typed":
+        for path, prof in profiles.items():
+            if "typed" in prof.classes:
+                prof.classes[per_file_typed.get(path, "timestamp")] = prof.classes.pop("typed")
+    return union, scan, scan_params, conversion_sql(category, ident(time), union_type, used)
+
+
+def _row_problems(root: str, files: list[HourFile], profiles: dict[str, FileProfile],
+                  key: Sequence[str], time: str, bounds: tuple[datetime, datetime],
+                  null_keys: str, add: Problems) -> None:
+    t0, t1 = bounds
+    for f in files:
+        prof = profiles[f.path]
+        if prof.null_keys:
+            add("null_key", f"{prof.null_keys} row(s) with a NULL key", file=f.path,
+                column=", ".join(key), rows=prof.null_keys,
+                severity=INFO if null_keys == "route" else None)
+        if prof.null_time:
+            add("null_time", f"{prof.null_time} row(s) without an event time", file=f.path,
+                column=time, rows=prof.null_time)
+        if prof.bad_time:
+            add("bad_time", f"{prof.bad_time} time value(s) do not parse, e.g. "
+                f"{prof.bad_example!r}", file=f.path, column=time, rows=prof.bad_time)
+        if prof.out_of_range:
+            add("out_of_range", f"{prof.out_of_range} row(s) outside [{t0}, {t1})",
+                file=f.path, column=time, rows=prof.out_of_range, severity=INFO)
+    by_hour: dict[tuple[str, int], int] = defaultdict(int)
+    for f in files:
+        by_hour[(f.date, f.hour)] += profiles[f.path].rows
+    for (d, hr), rows in sorted(by_hour.items()):
+        if rows == 0:
+            add("empty_partition", f"the files of {d} hour {hr:02d} hold no rows",
+                file=f"{root}/date={d}/hour={hr:02d}/")
 
 
 def _schema_problems(files: list[HourFile], columns_by_file: dict[str, list[tuple[str, str]]],
@@ -516,13 +330,13 @@ def _union(con: duckdb.DuckDBPyConnection, root: str, fmt: str, files: list[Hour
     try:
         rows = con.execute(f"DESCRIBE SELECT * FROM {scan}", [paths, *params]).fetchall()
     except duckdb.Error as exc:
-        raise DataError(f"{root}: the files cannot be read together: "
+        raise DataError(f"{mask(root)}: the files cannot be read together: "
                         f"{str(exc).splitlines()[0]}") from None
     union = [(str(r[0]), str(r[1])) for r in rows if str(r[0]) != FILE_COL]
     names = dict(union)
     missing = [c for c in (*key, time) if c not in names]
     if missing:
-        raise DataError(f"{root}: no column {', '.join(map(repr, missing))} in any file "
+        raise DataError(f"{mask(root)}: no column {', '.join(map(repr, missing))} in any file "
                         f"(columns: {', '.join(names)})")
     if fmt == "json":
         # Read the time column as text so every value can be classified the same way;
@@ -531,9 +345,9 @@ def _union(con: duckdb.DuckDBPyConnection, root: str, fmt: str, files: list[Hour
         scan, params = scan_sql(fmt, filename=FILE_COL, columns=override)
         union = [(n, "VARCHAR" if n == time else t) for n, t in union]
     union_type = dict(union)[time]
-    category = _time_category(union_type)
+    category = time_category(union_type)
     if category == "unsupported":
-        raise DataError(f"{root}: time column {time!r} has type {union_type}, which is not a "
+        raise DataError(f"{mask(root)}: time column {time!r} has type {union_type}, which is not a "
                         "timestamp, an epoch number or a date-time string")
     return union, scan, params, category, union_type
 
@@ -543,12 +357,12 @@ def _profile(con: duckdb.DuckDBPyConnection, scan: str, args: list[Any], *, key:
              profiles: dict[str, FileProfile]) -> dict[str, dict[str, int]]:
     """One scan: rows, null keys/times, unparseable and out-of-range counts per file and class."""
     v = "__v"
-    cls = _class_expr(category, v)
+    cls = class_expr(category, v)
     conv_case = " ".join(
-        f"WHEN '{c}' THEN {_conv_for_class(category, c, v, union_type)}"
-        for c in _classes_for(category))
+        f"WHEN '{c}' THEN {conv_for_class(category, c, v, union_type)}"
+        for c in classes_for(category))
     zone = (f"CASE WHEN __cls = 'string_tz' THEN regexp_extract(trim(CAST({v} AS VARCHAR), "
-            f"' \"'), '{_ZONE_RE}', 1) END") if category == "string" else "NULL"
+            f"' \"'), '{ZONE_RE}', 1) END") if category == "string" else "NULL"
     if category == "typed":
         bad = "0"
         bad_example = "NULL"
@@ -579,6 +393,12 @@ def _profile(con: duckdb.DuckDBPyConnection, scan: str, args: list[Any], *, key:
         FROM e GROUP BY ALL
     """
     rows = con.execute(sql, [*args, t0, t1, t0, t1, t0, t1, t0, t1, t0, t1]).fetchall()
+    return _tally(rows, profiles)
+
+
+def _tally(rows: list[tuple[Any, ...]], profiles: dict[str, FileProfile]
+           ) -> dict[str, dict[str, int]]:
+    """Add the profile scan's rows (one per file, class and zone) to the file profiles."""
     classes: dict[str, dict[str, int]] = defaultdict(dict)
     for (f, c, z, n, nk, bad, bad_ex, oor, written, routed, tmin, tmax) in rows:
         prof = profiles.setdefault(str(f), FileProfile())
@@ -594,83 +414,13 @@ def _profile(con: duckdb.DuckDBPyConnection, scan: str, args: list[Any], *, key:
             if bad_ex is not None:
                 prof.bad_example = min(prof.bad_example or bad_ex, bad_ex)
         if c not in (None, "unparseable"):
-            label = c if c != "string_tz" else f"string_tz{_normalize_zone(z)}"
+            label = c if c != "string_tz" else f"string_tz{normalize_zone(z)}"
             prof.classes[label] = prof.classes.get(label, 0) + n - (bad or 0)
             classes[str(f)][label] = classes[str(f)].get(label, 0) + n - (bad or 0)
         if tmin is not None:
             prof.min_time = tmin if prof.min_time is None else min(prof.min_time, tmin)
             prof.max_time = tmax if prof.max_time is None else max(prof.max_time, tmax)
     return classes
-
-
-def _time_problems(files: list[HourFile], profiles: dict[str, FileProfile],
-                   classes: dict[str, dict[str, int]], category: str,
-                   typed: dict[str, str], time: str, add: Any) -> set[str]:
-    """Report mixed units and zones; return the classes the conversion must handle."""
-    per_file: dict[str, dict[str, int]] = {}
-    for f in files:
-        found = dict(classes.get(f.path, {}))
-        if category == "typed" and "typed" in found:
-            found[typed[f.path]] = found.pop("typed")
-        per_file[f.path] = {k: v for k, v in found.items() if v > 0}
-    totals: dict[str, int] = defaultdict(int)
-    for found in per_file.values():
-        for label, n in found.items():
-            totals[label] += n
-    if not totals:
-        return {"typed"} if category == "typed" else set()
-
-    def unit(label: str) -> str:
-        if label.startswith("string"):
-            return "string"
-        if label.startswith("timestamp"):
-            return "timestamp"
-        return label
-
-    def aware(label: str) -> bool | None:
-        if label.startswith("string_tz") or label == "timestamp_tz":
-            return True
-        if label in ("string", "timestamp"):
-            return False
-        return None
-
-    unit_totals: dict[str, int] = defaultdict(int)
-    for label, n in totals.items():
-        unit_totals[unit(label)] += n
-    main_unit = max(unit_totals, key=lambda u: (unit_totals[u], u))
-    if len(unit_totals) > 1:
-        for f in files:
-            for label, n in sorted(per_file[f.path].items()):
-                if unit(label) != main_unit:
-                    add("mixed_time_units",
-                        f"{n} value(s) are {_UNIT_NAMES.get(unit(label), label)} while most "
-                        f"({unit_totals[main_unit]}) are {_UNIT_NAMES.get(main_unit)}",
-                        file=f.path, column=time, rows=n)
-    zone_totals: dict[str, int] = defaultdict(int)
-    for label, n in totals.items():
-        if aware(label) is not None:
-            zone_key = "naive" if not aware(label) else (
-                label[len("string_tz"):] if label.startswith("string_tz") else "UTC")
-            zone_totals[zone_key] += n
-    if len(zone_totals) > 1:
-        main_zone = max(zone_totals, key=lambda z: (zone_totals[z], z))
-
-        def describe(z: str) -> str:
-            return "no time zone" if z == "naive" else f"offset {z}"
-
-        for f in files:
-            for label, n in sorted(per_file[f.path].items()):
-                if aware(label) is None:
-                    continue
-                z = "naive" if not aware(label) else (
-                    label[len("string_tz"):] if label.startswith("string_tz") else "UTC")
-                if z != main_zone:
-                    add("mixed_time_zones",
-                        f"{n} value(s) have {describe(z)} while most ({zone_totals[main_zone]})"
-                        f" have {describe(main_zone)}", file=f.path, column=time, rows=n)
-    if category == "typed":
-        return {"typed"}
-    return {("string_tz" if label.startswith("string_tz") else label) for label in totals}
 
 
 def _details_frame(files: list[HourFile], profiles: dict[str, FileProfile]) -> Any:

@@ -61,7 +61,10 @@ def free_port(host: str = LOOPBACK) -> int:
 
 
 def port_is_free(port: int, host: str = LOOPBACK) -> bool:
+    """Can a server bind ``port`` now? Probed as Flink binds (``SO_REUSEADDR``), so the
+    connections a stopped cluster left in TIME_WAIT do not count as taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -196,7 +199,7 @@ class LocalCluster:
         rest_port: int | None = None,
         slots: int | None = None,
         jobmanager_memory: str = "1024m",
-        taskmanager_memory: str = "1536m",
+        taskmanager_memory: str | None = None,
         root: Path | None = None,
         extra_conf: dict[str, Any] | None = None,
         start_timeout: float = 120.0,
@@ -205,7 +208,8 @@ class LocalCluster:
         self.rest_port = int(rest_port or settings.flink_port)
         self.slots = int(slots or settings.flink_slots)
         self.jobmanager_memory = jobmanager_memory
-        self.taskmanager_memory = taskmanager_memory
+        # Sized by the slots: a notebook's experiments take a slot per job (12 by default).
+        self.taskmanager_memory = taskmanager_memory or f"{max(1536, 640 + 128 * self.slots)}m"
         self.root = Path(root) if root else settings.home / "flink"
         self.extra_conf = dict(extra_conf or {})
         self.start_timeout = start_timeout

@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 
 ReadMode = Literal["live", "bounded"]
 
+#: The compiled job a Flink node instance runs, saved in its output directory.
+JOB_FILE = "_ultron_job.json"
+#: The hidden column of a Flink node's output: the producer's watermark at emission.
+WATERMARK_COLUMN = "__wm"
+
 _UNITS = {
     "ms": ("MILLISECOND", 0.001), "millisecond": ("MILLISECOND", 0.001),
     "milliseconds": ("MILLISECOND", 0.001),

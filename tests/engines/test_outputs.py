@@ -1,0 +1,61 @@
+"""Reading node outputs: Flink's part files committed while a reader lists and reads them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ultron_nb.engines import outputs
+from ultron_nb.engines.flink import ddl
+
+
+def test_a_part_file_committed_between_listing_and_reading_is_read_under_its_new_name(
+    tmp_path: Path,
+) -> None:
+    """A checkpoint renames ``.part-X.inprogress.<uuid>`` to ``part-X`` at any moment; a
+    preview that listed the in-progress name must still read its rows (issue 3's loss)."""
+    out = ddl.output_folder(tmp_path / "inst")
+    out.mkdir(parents=True)
+
+    def rows(ids: list[int]) -> str:
+        return "".join(json.dumps({"id": i}) + "\n" for i in ids)
+
+    (out / "part-u1-0-0").write_text(rows([0, 1]))
+    pending = out / ".part-u2-0-1.inprogress.0f3c9a7e-1b2d-4e5f-8a9b-0c1d2e3f4a5b"
+    pending.write_text(rows([2, 3]) + '{"id": 4')  # the writer is mid-row
+    listing = outputs.flink_files(tmp_path / "inst")
+    assert [p.name for p in listing] == ["part-u1-0-0", pending.name]
+    assert ddl.committed_name(pending) == out / "part-u2-0-1"
+
+    # The checkpoint completes: the writer finishes the file and it is renamed.
+    with pending.open("a") as fh:
+        fh.write("}\n")
+    pending.rename(out / "part-u2-0-1")
+    assert [r["id"] for r in outputs.read_json_lines(listing, None)] == [0, 1, 2, 3, 4]
+    names = [p.name for p in outputs.flink_files(tmp_path / "inst")]
+    assert names == ["part-u1-0-0", "part-u2-0-1"]
+    # Without the committed file either (a fresh start cleared the output): skipped.
+    (out / "part-u2-0-1").unlink()
+    assert [r["id"] for r in outputs.read_json_lines(listing, None)] == [0, 1]
+
+
+def test_a_part_file_committed_between_the_two_listings_is_listed_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = ddl.output_folder(tmp_path / "inst")
+    out.mkdir(parents=True)
+    pending = out / ".part-u1-0-0.inprogress.abc"
+    pending.write_text('{"id": 0}\n')
+    listed = ddl.in_progress_files
+
+    def commit_right_after_listing(folder: Path) -> list[Path]:
+        found = listed(folder)
+        pending.rename(out / "part-u1-0-0")  # the checkpoint lands between the listings
+        return found
+
+    monkeypatch.setattr(ddl, "in_progress_files", commit_right_after_listing)
+    files = outputs.flink_files(tmp_path / "inst")
+    assert [p.name for p in files] == ["part-u1-0-0"]
+    assert [r["id"] for r in outputs.read_json_lines(files, None)] == [0]

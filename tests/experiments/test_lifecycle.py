@@ -1,0 +1,282 @@
+"""The experiment lifecycle on the rides flow (not the CTR demo), on a real cluster with the
+real scheduler daemon: stop with savepoints while the scheduler runs, resume, restart of any
+node kind, relaunch, launch on another cluster, shared jobs under clones, the slot check.
+
+Every output is counted against the truth computed from the topic files: missing,
+duplicated, wrong — and each hourly training window must run exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from ultron_nb import experiments as ex
+from ultron_nb.engines.flink.rest import FlinkRest
+from ultron_nb.errors import ClusterError, FlowError
+from ultron_nb.events.keys import NodeState
+from ultron_nb.flow.build import define_node
+from ultron_nb.scheduler import daemon_status, start_daemon, stop_daemon
+from ultron_nb.services.clone import clone
+from ultron_nb.store import experiments as repo
+
+from .rides import T0, Rides, compare, define_rides, ledger, truth, wait_until
+
+pytestmark = [pytest.mark.flink, pytest.mark.slow]
+
+FLINK_NODES = ("matched", "rider_hourly", "samples")
+
+
+@pytest.fixture
+def rides_ws(flink_workspace: Any, tmp_path: Path) -> Iterator[tuple[Any, Rides, Path]]:
+    ws = flink_workspace
+    out = tmp_path / "ledger"
+    out.mkdir()
+    start_daemon(ws.settings)
+    try:
+        yield ws, Rides(ws.settings.home), out
+    finally:
+        pid = daemon_status(ws.settings)
+        try:
+            stop_daemon(ws.settings, timeout=20)
+        except Exception:
+            if pid and pid > 0:
+                os.kill(pid, signal.SIGKILL)
+
+
+def output(ws: Any, experiment: str, node: str) -> pd.DataFrame:
+    return ex.preview(ws, node, experiment=experiment, limit=10**7)
+
+
+def exact_before(ws: Any, experiment: str, hours: int) -> dict[str, dict[str, int]]:
+    """Each Flink node's output for event time before T0 + ``hours`` against the truth."""
+    want = truth(ws.settings.home)
+    cut = pd.Timestamp(T0) + pd.Timedelta(hours=hours)
+    got = {n: output(ws, experiment, n) for n in FLINK_NODES}
+    report = {}
+    for node, key, cols in (("matched", ["req_id"], ["accepted", "rider_id"]),
+                            ("samples", ["req_id"], ["accepted", "prev_requests"])):
+        g, w = got[node], want[node]
+        report[node] = compare(g[g.ts < cut], w[w.ts < cut], key, cols)
+    g = got["rider_hourly"].copy()
+    g["hour"] = g.ts.dt.floor("h")
+    w = want["rider_hourly"]
+    report["rider_hourly"] = compare(g[g.hour < cut - pd.Timedelta(hours=1)],
+                                     w[w.hour < cut - pd.Timedelta(hours=1)],
+                                     ["rider_id", "hour"], ["requests", "accepted"])
+    return report
+
+
+def clean(report: dict[str, dict[str, int]]) -> bool:
+    return all(not any(v.values()) for v in report.values())
+
+
+def trained_hours(out: Path) -> list[str]:
+    return [r["hour"] for r in ledger(out)]
+
+
+def test_stop_with_savepoints_while_the_scheduler_runs_then_resume_loses_nothing(
+        rides_ws: tuple[Any, Rides, Path]) -> None:
+    """Defects 1 and 2: every Flink node gets a savepoint (the scheduler cancels none), the
+    Python and DuckDB nodes do not block resume, and each hourly window trains once."""
+    ws, rides, out = rides_ws
+    define_rides(ws, out)
+    for h in range(5):  # a backlog; samples are complete two hours behind the data
+        rides.hour(h)
+    st = ex.launch(ws, "rides", name="r1")
+    assert {n.node: n.state for n in st.nodes if n.node in FLINK_NODES} == \
+        dict.fromkeys(FLINK_NODES, "running")
+    wait_until(lambda: len(trained_hours(out)) >= 2, 240, "two hourly trainings")
+
+    stopped = ex.stop(ws, "r1", savepoint=True)
+    assert stopped.state == "stopped"
+    with ws.db.read() as conn:
+        exp = repo.get_experiment(conn, "r1")
+        views = {v.member.node_name: v for v in repo.node_views(conn, exp.id)}
+    for node in FLINK_NODES:
+        job = views[node].job
+        assert job is not None and job.state == NodeState.STOPPED and job.savepoint, node
+    with FlinkRest(ws.settings.target_url) as rest:
+        states = rest.job_ids()
+        assert all(states.get(views[n].job.external_id) == "finished" for n in FLINK_NODES)
+    trained_at_stop = trained_hours(out)
+
+    for h in range(5, 8):  # data keeps arriving while the experiment is stopped
+        rides.hour(h)
+    resumed = ex.resume(ws, "r1")
+    assert resumed.state == "running", resumed
+    assert all(resumed[n].state == "running" for n in FLINK_NODES)
+    wait_until(lambda: len(trained_hours(out)) >= 5, 300, "five hourly trainings")
+    report = wait_until(lambda: (r := exact_before(ws, "r1", 5)) and clean(r) and r, 120,
+                        "the outputs before 05:00 to equal the truth")
+    assert clean(report), report
+
+    hours = trained_hours(out)
+    assert len(hours) == len(set(hours)), f"a window ran twice: {hours}"
+    expected = [str(pd.Timestamp(T0) + pd.Timedelta(hours=h)) for h in range(len(hours))]
+    assert hours == expected, f"a window was skipped: {hours}"
+    assert set(trained_at_stop) < set(hours)
+    samples = truth(ws.settings.home)["samples"]
+    for row in ledger(out):
+        hour = pd.Timestamp(row["hour"])
+        assert row["rows"] == int(((samples.ts >= hour) &
+                                   (samples.ts < hour + pd.Timedelta(hours=1))).sum())
+    # The DuckDB node evaluated after the last training run, over every training output.
+    wait_until(lambda: len(output(ws, "r1", "evaluate")) == len(hours), 60,
+               "evaluate to see every trained hour")
+    ev = output(ws, "r1", "evaluate")
+    assert list(ev.n) == [r["rows"] for r in ledger(out)]
+    ex.stop(ws, "r1")
+
+
+def test_restart_works_for_every_node_kind_and_a_fresh_launch_shows_no_old_state(
+        rides_ws: tuple[Any, Rides, Path]) -> None:
+    ws, rides, out = rides_ws
+    define_rides(ws, out)
+    for h in range(4):
+        rides.hour(h)
+    ex.launch(ws, "rides", name="a")
+    wait_until(lambda: trained_hours(out), 240, "a first training")
+    runs = len(ledger(out))
+    st = ex.restart_node(ws, "a", "train")  # a Python node: a new run, through the scheduler
+    wait_until(lambda: len(ledger(out)) > runs, 60, "the restarted training run")
+    st = ex.restart_node(ws, "a", "matched")  # a Flink node: afresh, output recomputed
+    assert st["matched"].state == "running" and (st["matched"].attempt or 0) >= 2
+    ex.stop(ws, "a")
+    # A new experiment of the same identities: its own instances, nothing "finished" yet.
+    fresh = ex.launch(ws, "rides", name="b")
+    for name in ("train", "evaluate"):
+        assert fresh[name].state == "waiting", fresh
+    old = ex.status(ws, "a")
+    for n in fresh.nodes:
+        if n.node not in ("requests", "accepts"):
+            assert n.instance != old[n.node].instance, n.node
+    ex.stop(ws, "b")
+
+
+def test_relaunch_writes_a_new_output_and_duplicates_nothing(
+        rides_ws: tuple[Any, Rides, Path]) -> None:
+    """Defect 4: a relaunch of identities an earlier experiment used reads no old output as
+    backlog: its outputs equal the truth, not twice or more."""
+    ws, rides, out = rides_ws
+    define_rides(ws, out)
+    for h in range(4):
+        rides.hour(h)
+    ex.launch(ws, "rides", name="first")
+    wait_until(lambda: clean(exact_before(ws, "first", 2)), 180, "first's outputs")
+    ex.stop(ws, "first")
+    ex.launch(ws, "rides", name="again")
+    report = wait_until(lambda: (r := exact_before(ws, "again", 2)) and clean(r) and r, 180,
+                        "again's outputs to equal the truth")
+    assert clean(report), report
+    ex.stop(ws, "again")
+
+
+def test_a_launch_on_another_cluster_never_mixes_with_the_local_one(
+        rides_ws: tuple[Any, Rides, Path], remote_flink_cluster: Any) -> None:
+    """Defect 5: the cluster is part of an instance: two clusters share no instance, output
+    or job record."""
+    ws, rides, out = rides_ws
+    define_rides(ws, out)
+    for h in range(3):
+        rides.hour(h)
+    local = ex.launch(ws, "rides", name="loc")
+    remote = ex.launch(ws, "rides", name="rem", target=remote_flink_cluster.url)
+    for node in FLINK_NODES:
+        assert local[node].instance != remote[node].instance
+        assert local[node].job_id != remote[node].job_id
+        assert local[node].output != remote[node].output
+    with FlinkRest(remote_flink_cluster.url) as rest:
+        on_remote = set(rest.job_ids())
+    assert not {local[n].job_id for n in FLINK_NODES} & on_remote
+    ex.stop(ws, "rem")
+    again = ex.status(ws, "loc")
+    assert all(again[n].state == "running" for n in FLINK_NODES), again
+    assert {again[n].job_id for n in FLINK_NODES} == {local[n].job_id for n in FLINK_NODES}
+    report = wait_until(lambda: (r := exact_before(ws, "loc", 1)) and clean(r) and r, 180,
+                        "loc's outputs")
+    assert clean(report), report
+    ex.stop(ws, "loc")
+
+
+def test_a_shared_job_runs_on_while_any_clone_holds_it(
+        rides_ws: tuple[Any, Rides, Path]) -> None:
+    """Defect 6: v1 → exp (shares matched from v1) → stop v1 → clone exp → exp2 → stop exp:
+    matched keeps running for exp2, and stops when its last holder stops."""
+    ws, rides, out = rides_ws
+    define_rides(ws, out)
+    rides.hour(0)
+    v1 = ex.launch(ws, "rides", name="v1")
+    exp = ex.launch(ws, "rides", name="exp", params={"train.ledger": str(out / "exp")})
+    assert exp["matched"].instance == v1["matched"].instance
+    assert exp["matched"].shared_from == "v1"
+    ex.stop(ws, "v1")
+    assert ex.status(ws, "exp")["matched"].state == "running"
+    result = clone(ws, "exp", "exp2", {"train.ledger": str(out / "exp2")})
+    exp2 = result.status  # type: ignore[union-attr]
+    assert exp2["matched"].instance == v1["matched"].instance
+    ex.stop(ws, "exp")
+    assert ex.status(ws, "exp2")["matched"].state == "running"
+    with FlinkRest(ws.settings.target_url) as rest:
+        assert rest.job_state(str(exp2["matched"].job_id)) == "running"
+    ex.stop(ws, "exp2")
+    with FlinkRest(ws.settings.target_url) as rest:
+        assert rest.job_state(str(exp2["matched"].job_id)) == "canceled"
+
+
+def test_a_launch_needing_more_slots_than_are_free_is_refused_before_anything_is_recorded(
+        rides_ws: tuple[Any, Rides, Path]) -> None:
+    """Defect 7: one line with needed, free and how to get more; the store unchanged."""
+    ws, rides, out = rides_ws
+    define_rides(ws, out)
+    rides.hour(0)
+    with FlinkRest(ws.settings.target_url) as rest:
+        free = int(rest.overview()["slots-available"])
+    ws.define("rides", define_node(
+        "matched", ws.flow("rides")["matched"].body, params={"accept_window": "5"},
+        options={"checkpoint_interval": "1 s", "parallelism": str(free + 1)}))
+    with ws.db.read() as conn:
+        before = repo.list_experiments(conn)
+    with pytest.raises(ClusterError) as info:
+        ex.launch(ws, "rides", name="big")
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"has {free} free" in message and "--slots" in message
+    with ws.db.read() as conn:
+        assert repo.list_experiments(conn) == before
+
+
+def test_a_boundary_that_can_never_fire_is_refused_at_launch(
+        flink_workspace: Any, tmp_path: Path) -> None:
+    """A stream node whose output has no event time (``window_end AS ts`` is a plain
+    timestamp) would leave a ``--boundary`` node downstream waiting forever: say so at launch,
+    naming the node and the columns, and record nothing."""
+    ws = flink_workspace
+    rides = define_rides(ws, tmp_path)
+    Rides(ws.settings.home).hour(0)
+    for name in ("requests", "accepts", "matched"):
+        ws.define("never", rides[name])
+    ws.define("never", define_node("rider_hourly", RIDER_HOURLY_WITHOUT_ROWTIME,
+                                   options={"checkpoint_interval": "1 s"}))
+    ws.define("never", define_node("hourly_report", "def hourly_report(ctx):\n    pass\n",
+                                   kind="python", after=["rider_hourly"], boundary="1h"))
+    with pytest.raises(FlowError) as info:
+        ex.launch(ws, "never", name="never")
+    message = str(info.value)
+    assert "'hourly_report'" in message and "rider_hourly" in message
+    assert "no event time" in message and "window_time" in message and "\n" not in message
+    assert ex.list_experiments(ws) == []
+    assert not list((ws.settings.home / "topics").glob("rider_hourly_*"))
+
+
+RIDER_HOURLY_WITHOUT_ROWTIME = """
+SELECT rider_id, window_end AS ts, COUNT(*) AS requests
+FROM TABLE(TUMBLE(TABLE matched, DESCRIPTOR(ts), INTERVAL '1' HOUR))
+GROUP BY rider_id, window_start, window_end
+"""

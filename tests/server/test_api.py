@@ -1,0 +1,250 @@
+"""The side panel's API over a real store (SQLite) and a real Jupyter server: listings read
+the store only, errors are one-line JSON, credentials never leave the server, a dead or a
+hanging Flink cluster is reported, not waited for."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from ultron_nb.events import send_event
+from ultron_nb.store import experiments as repo
+
+from .conftest import get_json
+from .seed import define_wide_flow, seed_experiments
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_listings_come_from_the_store(jp_fetch: Any, ws: Any) -> None:
+    define_wide_flow(ws)
+    names = seed_experiments(ws, 6, target=f"http://127.0.0.1:{closed_port()}")
+    send_event(ws.db, "model/ctr", {"version": 3})
+    send_event(ws.db, "status/exp_000/n_0", {"state": "finished"})
+
+    code, flows = await get_json(jp_fetch, "ultron", "api", "flows")
+    assert code == 200
+    assert [(f["name"], f["nodes"]) for f in flows] == [("wide", 10)]
+    assert flows[0]["version"] == ws.flow("wide").version
+
+    code, exps = await get_json(jp_fetch, "ultron", "api", "experiments")
+    assert code == 200
+    assert [e["name"] for e in exps] == names[::-1]  # newest first
+    recorded = {e.name: e.state for e in repo_list(ws)}
+    assert {e["name"]: e["state"] for e in exps} == recorded
+    assert exps[-1]["flow"] == "wide" and exps[-1]["parent"] is None
+    assert any(e["parent"] for e in exps)
+    body = json.dumps(exps)
+    assert "hunter2" not in body and "bob:***@" in body  # the password in a target is masked
+
+    code, only = await get_json(jp_fetch, "ultron", "api", "experiments", params={"flow": "x"})
+    assert (code, only) == (200, [])
+
+    code, flow = await get_json(jp_fetch, "ultron", "api", "flows", "wide")
+    assert code == 200
+    assert [n["name"] for n in flow["nodes"]] == ws.flow("wide").topological()
+    assert flow["nodes"][2] == {"name": "n_0", "kind": "flink", "label": "flink stream",
+                                "stream": True, "inputs": ["impressions"],
+                                "params": {"k": "0"}, "triggers": [], "description": ""}
+    assert [v["version"] for v in flow["versions"]] == list(range(1, flow["version"] + 1))
+
+    code, events = await get_json(jp_fetch, "ultron", "api", "events",
+                                  params={"key": "status/*", "limit": "5"})
+    assert code == 200 and [e["key"] for e in events] == ["status/exp_000/n_0"]
+    code, events = await get_json(jp_fetch, "ultron", "api", "events", params={"limit": "1"})
+    assert [e["value"] for e in events] == [{"state": "finished"}]
+
+
+def repo_list(ws: Any) -> list[Any]:
+    with ws.db.read() as conn:
+        return repo.list_experiments(conn)
+
+
+async def test_the_dag_is_svg_coloured_by_recorded_states(jp_fetch: Any, ws: Any) -> None:
+    define_wide_flow(ws, flink_nodes=2)
+    seed_experiments(ws, 4, target=f"http://127.0.0.1:{closed_port()}")
+    response = await jp_fetch("ultron", "api", "flows", "wide", "dag.svg",
+                              params={"experiment": "exp_002"})
+    assert response.headers["Content-Type"] == "image/svg+xml"
+    svg = response.body.decode()
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg
+    assert "exp_002: failed" in svg  # the title carries the experiment's live state
+    # exp_002 changed its last node n_1 (failed); it shares n_0 from exp_000 (finished).
+    assert svg.count("#ff8787") == 1 and svg.count("#a5d8ff") == 1
+    assert "shared" in svg
+
+
+async def test_an_experiment_shows_nodes_jobs_links_and_errors(jp_fetch: Any, ws: Any) -> None:
+    define_wide_flow(ws, flink_nodes=3)
+    seed_experiments(ws, 4, target=f"http://127.0.0.1:{closed_port()}")
+    code, st = await get_json(jp_fetch, "ultron", "api", "experiments", "exp_002")
+    assert code == 200
+    assert st["state"] == "failed" and st["flow"] == "wide"
+    assert [n["node"] for n in st["nodes"]] == ws.flow("wide").topological()
+    flink = [n for n in st["nodes"] if n["kind"].startswith("flink")]
+    assert len(flink) == 3 and len(st["jobs"]) == 3
+    shared = [n for n in flink if n["shared_from"]]
+    assert [(n["node"], n["shared_from"], n["state"]) for n in shared] == [
+        ("n_0", "exp_000", "finished"), ("n_1", "exp_000", "finished")]
+    for n in flink:
+        if n not in shared:
+            assert n["state"] == "failed" and "ArithmeticException" in n["error"]
+        assert n["web_url"].endswith(f"/#/job/completed/{n['job_id']}/overview")
+    # exp_000's password is masked in the target and dropped from the browser links.
+    code, st0 = await get_json(jp_fetch, "ultron", "api", "experiments", "exp_000")
+    assert "hunter2" not in json.dumps(st0)
+    assert st0["target"].startswith("http://bob:***@127.0.0.1:")
+    assert all(j["web_url"].startswith("http://127.0.0.1:") for j in st0["jobs"])
+
+
+async def test_a_dead_flink_cluster_is_named(jp_fetch: Any, ws: Any) -> None:
+    define_wide_flow(ws, flink_nodes=1)
+    port = closed_port()
+    seed_experiments(ws, 1, target=f"http://127.0.0.1:{port}")
+    with ws.db.write() as conn:  # recorded as running: the status must ask Flink
+        repo.set_experiment_state(conn, "exp_000", "running")
+        exp = repo.get_experiment(conn, "exp_000")
+        for m in repo.members(conn, exp.id):
+            job = repo.latest_job(conn, m.instance_id)
+            if job:
+                repo.update_job(conn, job.id, state="running")
+    t0 = time.monotonic()
+    code, st = await get_json(jp_fetch, "ultron", "api", "experiments", "exp_000")
+    assert time.monotonic() - t0 < 5
+    assert code == 200
+    assert f"cannot reach Flink at http://bob:***@127.0.0.1:{port}" in st["message"]
+    assert [n["state"] for n in st["nodes"] if n["job_id"]] == ["unknown"]
+
+
+@pytest.fixture
+def hanging_flink() -> Iterator[int]:
+    """A port that accepts connections and never answers (a Flink that hangs)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield int(server.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+@pytest.fixture
+def panel_settings() -> dict[str, Any]:
+    return {"flink_timeout": 1.5}
+
+
+async def test_a_hanging_flink_never_blocks_the_server(
+        jp_fetch: Any, ws: Any, hanging_flink: int) -> None:
+    define_wide_flow(ws, flink_nodes=1)
+    seed_experiments(ws, 1, target=f"http://127.0.0.1:{hanging_flink}")
+    with ws.db.write() as conn:
+        exp = repo.get_experiment(conn, "exp_000")
+        repo.set_experiment_state(conn, "exp_000", "running")
+        for m in repo.members(conn, exp.id):
+            job = repo.latest_job(conn, m.instance_id)
+            if job:
+                repo.update_job(conn, job.id, state="running")
+    t0 = time.monotonic()
+    slow = asyncio.ensure_future(get_json(jp_fetch, "ultron", "api", "experiments", "exp_000"))
+    await asyncio.sleep(0.3)  # the slow request is now waiting on Flink
+    assert not slow.done()
+    t1 = time.monotonic()
+    code, exps = await get_json(jp_fetch, "ultron", "api", "experiments")
+    assert code == 200 and exps[0]["name"] == "exp_000"
+    assert time.monotonic() - t1 < 1.0  # the listing did not wait for Flink
+    code, body = await slow
+    waited = time.monotonic() - t0
+    assert code == 504
+    assert body["error"] == (f"TimeoutError: Flink cluster at http://bob:***@127.0.0.1:"
+                             f"{hanging_flink} does not answer (no answer within 1.5 s)")
+    assert 1.4 < waited < 4
+
+
+async def test_errors_are_one_line_json(jp_fetch: Any, ws: Any) -> None:
+    define_wide_flow(ws, flink_nodes=1)
+    seed_experiments(ws, 2, target=f"http://127.0.0.1:{closed_port()}")
+    cases: list[tuple[tuple[str, ...], dict[str, Any], int, str]] = [
+        (("experiments", "nope"), {}, 404, "NotFoundError: no experiment named 'nope'"),
+        (("flows", "nope"), {}, 404, "NotFoundError: no flow named 'nope' (flows: wide)"),
+        (("flows", "nope", "dag.svg"), {}, 404, "NotFoundError: no flow named 'nope'"),
+        (("no", "such", "thing"), {}, 404, "NotFoundError: no ultron API route 'no/such/thing'"),
+        (("events",), {"params": {"limit": "lots"}}, 400,
+         "ValueError: limit must be an integer from 1 to 1000, not 'lots'"),
+        (("models",), {}, 404, "NotFoundError: model center not available"),
+        (("models", "ctr", "versions"), {}, 404, "NotFoundError: model center not available"),
+        (("experiments", "exp_000", "stop"), {"method": "POST", "body": "{not json"}, 400,
+         "ValueError: the request body is not JSON"),
+        (("experiments", "exp_000", "stop"), {"method": "POST", "body": '{"savepoint": "y"}'},
+         400, "ValueError: 'savepoint' must be true or false, not 'y'"),
+        (("experiments", "exp_000", "clone"), {"method": "POST", "body": "{}"}, 400,
+         "ValueError: 'name' is required"),
+        (("experiments", "exp_000", "clone"),
+         {"method": "POST", "body": '{"name": "exp_001", "set": {"n_0.k": "5"}}'}, 400,
+         "ConfigError: an experiment named 'exp_001' exists already"),
+        (("experiments", "exp_000", "clone"),
+         {"method": "POST", "body": '{"name": "c", "set": ["n_0.k"]}'}, 400,
+         "FlowError: set 'n_0.k': expected KEY=VALUE"),
+        (("experiments", "exp_000", "nodes", "impressions", "restart"),
+         {"method": "POST", "body": "{}"}, 400,
+         "ConfigError: node 'impressions' is a resource: it has nothing to restart"),
+        (("experiments", "exp_001", "resume"), {"method": "POST", "body": "{}"}, 503,
+         "ClusterError: "),
+    ]
+    for parts, kwargs, status, start in cases:
+        code, body = await get_json(jp_fetch, "ultron", "api", *parts, **kwargs)
+        assert code == status, (parts, code, body)
+        assert list(body) == ["error"], body
+        assert body["error"].startswith(start), (parts, body)
+        assert "\n" not in body["error"] and "Traceback" not in body["error"]
+    # Nothing of the above changed the store.
+    assert [e.name for e in repo_list(ws)] == ["exp_001", "exp_000"]
+
+
+async def test_a_clone_dry_run_returns_the_plan_and_stores_nothing(jp_fetch: Any,
+                                                                   ws: Any) -> None:
+    define_wide_flow(ws, flink_nodes=3)
+    seed_experiments(ws, 1, target=f"http://127.0.0.1:{closed_port()}")
+    code, body = await get_json(jp_fetch, "ultron", "api", "experiments", "exp_000", "clone",
+                                method="POST",
+                                body=json.dumps({"name": "c1", "set": {"n_1.k": "9"}}))
+    assert code == 200, body
+    assert body["dry_run"] is True
+    plan = {n["node"]: n["plan"] for n in body["plan"]["nodes"]}
+    # n_1 changed: it and its downstream are new; n_0 is unchanged but its instance ended,
+    # so it starts as a new generation (never into the ended one's output), saying why; the
+    # topics' data is there (shared).
+    assert plan == {"impressions": "shared", "clicks": "shared", "n_0": "new",
+                    "n_1": "new", "n_2": "new"}
+    reasons = {n["node"]: n["why"] for n in body["plan"]["nodes"]}
+    assert reasons["n_0"].startswith("relaunch ("), reasons
+    assert reasons["n_1"] == "parameters changed", reasons
+    assert body["plan"]["overrides"]["n_1.k"] == "9"
+    assert [e.name for e in repo_list(ws)] == ["exp_000"]

@@ -1,0 +1,169 @@
+"""Verbs of experiments: launch, follow, stop, resume, restart, preview, query, clone, diff."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ultron_nb.commands.registry import Face, Run, _when, command, flow_of
+from ultron_nb.errors import ConfigError
+from ultron_nb.flow.build import parse_pairs
+from ultron_nb.views import Table
+
+
+# ------------------------------------------------------------------ experiments
+@command("run", "launch the current flow version as an experiment", flow="option")
+def _run(p: argparse.ArgumentParser) -> Run:
+    p.add_argument("--name", help="experiment name (default: FLOW_N)")
+    p.add_argument("--param", action="append", default=[], metavar="K=V",
+                   help="override a parameter: PARAM=V or NODE.PARAM=V; repeatable")
+    p.add_argument("--label", help="experiment label carried with the data (default: name)")
+    p.add_argument("--target", help="Flink REST URL (default: the configured cluster)")
+    p.add_argument("--bounded", action="store_true",
+                   help="read what the sources hold now, then finish (a replay)")
+    p.add_argument("--no-wait", action="store_true", help="return once jobs are submitted")
+
+    def run(face: Face, a: argparse.Namespace, _body: str | None) -> Any:
+        from ultron_nb import experiments
+
+        return experiments.launch(face.workspace, flow_of(face, a), name=a.name,
+                                  params=parse_pairs(a.param, flag="--param"), label=a.label,
+                                  target=a.target, bounded=a.bounded, wait=not a.no_wait)
+
+    return run
+
+
+@command("status", "live status of an experiment (default: the latest), from Flink")
+def _status(p: argparse.ArgumentParser) -> Run:
+    p.add_argument("experiment", nargs="?")
+
+    def run(face: Face, a: argparse.Namespace, _body: str | None) -> Any:
+        from ultron_nb import experiments
+
+        return experiments.status(face.workspace, a.experiment)
+
+    return run
+
+
+@command("experiments", "list experiments: state, cluster, created, parent")
+def _experiments(p: argparse.ArgumentParser) -> Run:
+    p.add_argument("--of", dest="of_flow", metavar="FLOW", help="only this flow's")
+
+    def run(face: Face, a: argparse.Namespace, _body: str | None) -> Any:
+        from ultron_nb import experiments
+
+        rows = [[e.name, e.flow_name, e.flow_version, e.state, e.label,
+                 experiments.mask_url(e.target), _when(e.created_at), e.parent or ""]
+                for e in experiments.list_experiments(face.workspace, a.of_flow)]
+        return Table(["experiment", "flow", "version", "state", "label", "cluster", "created",
+                      "parent"], rows)
+
+    return run
+
+
+@command("stop", "stop an experiment (instances others hold keep running for them)")
+def _stop(p: argparse.ArgumentParser) -> Run:
+    p.add_argument("experiment")
+    p.add_argument("--savepoint", action="store_true",
+                   help="stop with savepoints, so that resume continues where it stopped")
+
+    def run(face: Face, a: argparse.Namespace, _body: str | None) -> Any:
+        from ultron_nb import experiments
+
+        return experiments.stop(face.workspace, a.experiment, savepoint=a.savepoint)
+
+    return run
+
+
+@command("resume", "start a stopped experiment again from its savepoints")
+def _resume(p: argparse.ArgumentParser) -> Run:
+    p.add_argument("experiment")
+
+    def run(face: Face, a: argparse.Namespace, _body: str | None) -> Any:
+        from ultron_nb import experiments
+
+        return experiments.resume(face.workspace, a.experiment)
+
+    return run
+
+
+@command("restart", "restart one node of an experiment (any kind; e.g. after it failed)")
+def _restart(p: argparse.ArgumentParser) -> Run:
+    p.add_argument("experiment")
+    p.add_argument("node")
+    p.add_argument("--from-savepoint", action="store_true",
+                   help="a Flink node: restore its last savepoint instead of starting afresh")
+
+    def run(face: Face, a: argparse.Namespace, _body: str | None) -> Any:
+        from ultron_nb import experiments
+
+        return experiments.restart_node(face.workspace, a.experiment, a.node,
+                                        from_savepoint=a.from_savepoint)
+
+    return run
+
+
+@command("preview", "the latest rows of a node's output, as a DataFrame", flow="option")
+def _preview(p: argparse.ArgumentParser) -> Run:
+    p.add_argument("node")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--experiment", help="default: the latest experiment that has the node")
+
+    def run(face: Face, a: argparse.Namespace, _body: str | None) -> Any:
+        from ultron_nb import experiments
+
+        flow = None
+        try:
+            flow = flow_of(face, a)
+        except ConfigError:
+            pass  # any experiment that has the node will do
+        return experiments.preview(face.workspace, a.node, experiment=a.experiment,
+                                   flow=flow, limit=a.limit)
+
+    return run
+
+
+@command("sql", "an ad-hoc, bounded Flink SQL query over the flow's tables (a DataFrame)",
+         cell=True, flow="option")
+def _sql(p: argparse.ArgumentParser) -> Run:
+    p.add_argument("--limit", type=int, default=100, help="at most this many rows (100)")
+    p.add_argument("--experiment", help="whose node outputs to read (default: the latest)")
+
+    def run(face: Face, a: argparse.Namespace, body: str | None) -> Any:
+        from ultron_nb import experiments
+
+        return experiments.sql(face.workspace, body or "", flow=flow_of(face, a),
+                               experiment=a.experiment, limit=a.limit)
+
+    return run
+
+
+@command("clone", "clone an experiment: unchanged nodes are shared, changed ones launched")
+def _clone(p: argparse.ArgumentParser) -> Run:
+    p.add_argument("source", help="the experiment to clone")
+    p.add_argument("name", help="the new experiment's name")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="NODE.PARAM=V",
+                   help="override a parameter; repeatable")
+    p.add_argument("--label", help="the clone's label (default: its name)")
+    p.add_argument("--dry-run", action="store_true", help="only show the plan")
+
+    def run(face: Face, a: argparse.Namespace, _body: str | None) -> Any:
+        from ultron_nb.services.clone import clone
+
+        return clone(face.workspace, a.source, a.name, parse_pairs(a.sets, flag="--set"),
+                     dry_run=a.dry_run, label=a.label)
+
+    return run
+
+
+@command("diff", "compare two experiments node by node: shared, changed, new")
+def _diff(p: argparse.ArgumentParser) -> Run:
+    p.add_argument("a")
+    p.add_argument("b")
+
+    def run(face: Face, a: argparse.Namespace, _body: str | None) -> Any:
+        from ultron_nb.services.clone import diff
+
+        return diff(face.workspace, a.a, a.b)
+
+    return run

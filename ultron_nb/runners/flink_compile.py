@@ -1,0 +1,189 @@
+"""Compiling a Flink SQL node of a flow into a validated job: inputs declared, sink planned.
+
+:class:`FlinkCompiler` declares every table a node reads — a local topic (one ordered reader
+per partition), a Kafka topic, a dataset, the output of an upstream Flink node (its sink
+files, with the producer's watermark) or of a DuckDB/Python node (its files) — substitutes
+the node's parameters, plans the query, plans the sink, and has the whole ``INSERT``
+optimized: invalid SQL raises :class:`~ultron_nb.errors.SqlError` naming the node before
+anything is submitted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ultron_nb.engines.flink import ddl, jobconfig
+from ultron_nb.engines.flink.connector import connector_jar_url
+from ultron_nb.engines.topics import MANIFEST, LocalTopic
+from ultron_nb.errors import DataError, EngineError, NotFoundError, SqlError
+from ultron_nb.flow import Flow, Kind, Node, ResourceType
+from ultron_nb.flow.sqltext import substitute
+from ultron_nb.store import experiments as repo
+
+if TYPE_CHECKING:
+    from ultron_nb.engines.flink.submit import CompiledJob, JobSpec
+    from ultron_nb.workspace import Workspace
+
+
+@dataclass
+class CompiledNode:
+    """A Flink node compiled for one start: the job, its output record, its upstream."""
+
+    node: str
+    instance: str
+    job: CompiledJob
+    output: dict[str, Any]
+    depends_on: list[str]  # flink nodes of the same flow whose output it reads
+
+
+def resource_shape(node: Node) -> ddl.TableShape:
+    return ddl.TableShape(tuple((c.name, c.type) for c in node.columns), node.time_column,
+                          node.watermark)
+
+
+def kafka_module() -> Any:
+    try:
+        from ultron_nb.engines.flink import kafka
+    except ImportError:  # pragma: no cover - the module ships with the package
+        raise EngineError("Kafka resources need ultron_nb.engines.flink.kafka") from None
+    return kafka
+
+
+def save_job_spec(folder: Path, spec: JobSpec) -> None:
+    ddl.write_json(folder / ddl.JOB_FILE, spec.to_dict())
+
+
+def load_job_spec(folder: Path) -> JobSpec:
+    from ultron_nb.engines.flink.submit import JobSpec
+
+    path = folder / ddl.JOB_FILE
+    if not path.is_file():
+        raise NotFoundError(f"no compiled job recorded at {path}")
+    return JobSpec.from_dict(json.loads(path.read_text()))
+
+
+class FlinkCompiler:
+    """Compiles the Flink nodes of one experiment (inputs declared, output planned)."""
+
+    def __init__(self, ws: Workspace, flow: Flow, params: Mapping[str, Mapping[str, str]],
+                 instances: Mapping[str, str], *, experiment: str, target: str,
+                 bounded: bool):
+        self.ws = ws
+        self.flow = flow
+        self.params = params
+        self.instances = instances  # node → instance id
+        self.experiment = experiment
+        self.target = target
+        self.bounded = bounded
+        self.outputs: dict[str, dict[str, Any]] = {}  # node → output record (this launch)
+
+    def stored_output(self, node: str) -> dict[str, Any] | None:
+        if node in self.outputs:
+            return self.outputs[node]
+        with self.ws.db.read() as conn:
+            inst = repo.get_instance(conn, self.instances[node])
+        return inst.output if inst and inst.output.get("columns") else None
+
+    # ------------------------------------------------------------------ inputs
+    def _topic(self, reader: Node, name: str, node: Node, mode: ddl.ReadMode,
+               jars: list[str]) -> ddl.SourcePlan:
+        shape = resource_shape(node)
+        path = self.ws.resource_path(node)
+        if not (path / MANIFEST).is_file():
+            if mode == "bounded":
+                raise DataError(f"topic {name!r} has no data at {path}")
+            LocalTopic(path, int(node.option_dict.get("partitions", "1")),
+                       [(c.name, c.type) for c in node.columns], node.time_column).create()
+        if mode == "bounded" and not reader.is_stream:
+            return ddl.batch_source(name, path, shape)
+        jars.append(connector_jar_url())
+        return ddl.topic_source(name, path, shape, mode=mode,
+                                monitor_interval=jobconfig.node_option(
+                                    reader.option_dict, "monitor_interval"))
+
+    def _resource(self, reader: Node, name: str, node: Node, mode: ddl.ReadMode,
+                  jars: list[str]) -> ddl.SourcePlan:
+        rtype = node.resource_type
+        if rtype is ResourceType.TOPIC:
+            return self._topic(reader, name, node, mode, jars)
+        if rtype is ResourceType.KAFKA:
+            kafka = kafka_module()
+            text = kafka.kafka_table_ddl(node, name)
+            jars.extend(str(j) for j in kafka.connector_jar_urls())
+            return ddl.SourcePlan(name, [text] if isinstance(text, str) else list(text))
+        return ddl.dataset_source(name, self.ws.resource_path(node), resource_shape(node),
+                                  node.option_dict.get("format", "json"))
+
+    def declare(self, reader: Node, name: str,
+                jars: list[str]) -> tuple[ddl.SourcePlan, str | None]:
+        """Statements declaring flow table ``name`` for ``reader``; and the flink node it
+        depends on (if any)."""
+        node = self.flow[name]
+        mode: ddl.ReadMode = "bounded" if (self.bounded or not reader.is_stream) else "live"
+        if node.kind is Kind.RESOURCE:
+            return self._resource(reader, name, node, mode, jars), None
+        out = self.stored_output(name)
+        if node.kind is Kind.FLINK:
+            if out is None:
+                raise SqlError(f"node {reader.name!r} reads {name!r}, whose output schema is "
+                               "not known yet (it has never been compiled)")
+            shape = ddl.TableShape.from_dict(out)
+            folder = Path(out["path"])
+            if mode == "bounded" and not reader.is_stream:
+                return ddl.batch_source(name, ddl.output_folder(folder), shape), name
+            monitor = jobconfig.node_option(reader.option_dict, "monitor_interval")
+            jars.append(connector_jar_url())
+            return ddl.output_source(name, folder, shape, int(out.get("partitions", 1)),
+                                     mode=mode, monitor_interval=monitor), name
+        if out and out.get("path") and out.get("columns"):
+            return ddl.dataset_source(name, Path(out["path"]), ddl.TableShape.from_dict(out),
+                                      out.get("format", "json")), None
+        raise SqlError(f"node {reader.name!r} reads {name!r} ({node.label}), whose output "
+                       "Flink cannot read (no path and columns recorded yet)")
+
+    # ------------------------------------------------------------------ one node
+    def compile(self, name: str, *, extra_params: Mapping[str, str] | None = None
+                ) -> CompiledNode:
+        """Declare inputs and sink of flink node ``name`` and validate its SQL."""
+        from ultron_nb.engines.flink.submit import JobSpec, compile_job
+
+        node = self.flow[name]
+        instance = self.instances[name]
+        folder = self.ws.instance_dir(instance)
+        statements: list[str] = []
+        depends: list[str] = []
+        jars: list[str] = []
+        delays: list[float] = []
+        for ref in node.data_inputs():
+            plan, dep = self.declare(node, ref, jars)
+            statements.extend(plan.statements)
+            if dep:
+                depends.append(dep)
+            if self.flow[ref].watermark:
+                delays.append(ddl.duration_seconds(str(self.flow[ref].watermark)))
+        params = {**self.params.get(name, {}), **(extra_params or {})}
+        s = self.ws.settings
+        config = jobconfig.job_config(
+            node.option_dict, node=name, experiment=self.experiment, instance=instance,
+            target=self.target, live=node.is_stream and not self.bounded,
+            headers=s.flink_headers, verify=s.flink_verify, extra_jars=jars)
+        spec = JobSpec(node=name, mode="stream" if node.is_stream else "batch",
+                       statements=statements, query=substitute(node.body, params),
+                       sink_name=f"__sink_{name}", config=config)
+        output: dict[str, Any] = {}
+
+        def sink_ddl(columns: list[tuple[str, str]], job: JobSpec) -> str:
+            text, record = jobconfig.plan_sink(
+                job, columns, node=name, folder=folder, is_stream=node.is_stream,
+                time_column=node.time_column, watermark=node.watermark,
+                input_delays=delays, options=node.option_dict)
+            output.update(record)
+            return text
+
+        compiled = compile_job(spec, sink_ddl)
+        self.outputs[name] = output
+        return CompiledNode(name, instance, compiled, output, depends)
