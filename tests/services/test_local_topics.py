@@ -191,7 +191,8 @@ def test_the_cli_appends_a_file(workdir: Path) -> None:
         return subprocess.run([str(ultron), *args], cwd=workdir, input=stdin,
                               capture_output=True, text=True, timeout=120)
 
-    r = run("node", "shop", "orders", "--kind", "topic", "--time", "ts", "--partitions", "2",
+    r = run("node", "orders", "--flow", "shop", "--kind", "topic", "--time", "ts",
+            "--partitions", "2",
             stdin=ORDERS)
     assert r.returncode == 0, r.stderr
     _frame(6).to_csv(workdir / "o.csv", index=False)
