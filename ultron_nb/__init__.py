@@ -46,7 +46,6 @@ _EXPORTS = {
     "ExperimentStatus": "ultron_nb.experiments",
     "clone": "ultron_nb.services.clone",
     "diff": "ultron_nb.services.clone",
-    "append": "ultron_nb.services.local_topics",
 }
 
 __all__ = [
@@ -59,7 +58,6 @@ __all__ = [
     "Settings",
     "UltronError",
     "Workspace",
-    "append",
     "clone",
     "define_node",
     "diff",

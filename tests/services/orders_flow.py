@@ -25,7 +25,6 @@ from typing import Any
 from ultron_nb.engines import outputs
 from ultron_nb.engines.topics import LocalTopic
 from ultron_nb.flow.build import define_node
-from ultron_nb.services.local_topics import append
 from ultron_nb.store import experiments as repo
 
 ORDERS = "order_id STRING, user_id STRING, amount DOUBLE, ts TIMESTAMP(3)"
@@ -103,7 +102,7 @@ class Feed:
         import pandas as pd
 
         if self.api:
-            append(self.ws, topic, pd.DataFrame(rows), partition=part, flow=self.flow)
+            self.ws.append(topic, pd.DataFrame(rows), partition=part, flow=self.flow)
             return
         if topic not in self._topics:
             path = self.ws.settings.home / "topics" / topic

@@ -17,7 +17,6 @@ from IPython.core.error import UsageError
 from ultron_nb.engines.topics import LocalTopic
 from ultron_nb.errors import ConfigError, DataError, FlowError, NotFoundError
 from ultron_nb.flow.build import define_node
-from ultron_nb.services.local_topics import append
 
 ORDERS = "order_id STRING, user_id STRING, amount DOUBLE, qty INT, ts TIMESTAMP(3)"
 
@@ -50,7 +49,7 @@ def test_rows_are_hashed_by_the_topic_key_as_backtrack_prepare_does(workspace: A
     ws = workspace
     _define(ws)
     frame = _frame(200)
-    result = append(ws, "orders", frame)
+    result = ws.append("orders", frame)
     topic_dir = ws.settings.home / "topics" / "orders"
     assert result.path == topic_dir and result.rows == 200
     segs = _segments(topic_dir)
@@ -70,25 +69,25 @@ def test_rows_are_hashed_by_the_topic_key_as_backtrack_prepare_does(workspace: A
     assert first == {"order_id": "o0003", "user_id": "u003", "amount": 4.5, "qty": 3,
                      "ts": "2025-03-01 00:01:51.000"}
     # A second append adds the next segment of each partition.
-    append(ws, "orders", _frame(30))
+    ws.append("orders", _frame(30))
     assert all(len(s) == 2 for s in _segments(topic_dir).values())
-    assert "appended 30 rows to topic orders" in str(append(ws, "orders", _frame(30)))
+    assert "appended 30 rows to topic orders" in str(ws.append("orders", _frame(30)))
 
 
 def test_without_a_key_rows_go_round_robin_or_to_one_partition(workspace: Any) -> None:
     ws = workspace
     _define(ws, key=None)
-    append(ws, "orders", _frame(10))
+    ws.append("orders", _frame(10))
     segs = _segments(ws.settings.home / "topics" / "orders")
     assert [len(s[0]) for s in segs.values()] == [4, 3, 3]
-    append(ws, "orders", _frame(1))  # starts at the partition with the fewest segments
+    ws.append("orders", _frame(1))  # starts at the partition with the fewest segments
     assert [len(s) for s in _segments(ws.settings.home / "topics" / "orders").values()] == \
         [2, 1, 1]
-    result = append(ws, "orders", _frame(5), partition=2)
+    result = ws.append("orders", _frame(5), partition=2)
     assert [(k, n) for k, _, n in result.segments] == [(2, 5)]
     with pytest.raises(ConfigError, match=r"--partition 3: topic orders has partitions 0\.\.2"):
-        append(ws, "orders", _frame(5), partition=3)
-    by_qty = append(ws, "orders", _frame(20), partition_by="qty")
+        ws.append("orders", _frame(5), partition=3)
+    by_qty = ws.append("orders", _frame(20), partition_by="qty")
     assert by_qty.rows == 20
 
 
@@ -99,17 +98,17 @@ def test_a_column_mismatch_is_one_line_naming_the_column_and_writes_nothing(
     _define(ws)
     topic_dir = ws.settings.home / "topics" / "orders"
     with pytest.raises(DataError, match=r"column 'qty' of topic orders is missing") as err:
-        append(ws, "orders", _frame(5).drop(columns=["qty"]))
+        ws.append("orders", _frame(5).drop(columns=["qty"]))
     assert "\n" not in str(err.value)
     with pytest.raises(DataError, match=r"column 'coupon' is not a column of topic orders"):
-        append(ws, "orders", _frame(5).assign(coupon="x"))
+        ws.append("orders", _frame(5).assign(coupon="x"))
     with pytest.raises(DataError, match=r"column 'ts' has values that are not timestamps "
                                         r"\(first: 'yesterday'\)"):
-        append(ws, "orders", _frame(3).assign(ts=["2025-03-01 00:00:01", "yesterday", None]))
+        ws.append("orders", _frame(3).assign(ts=["2025-03-01 00:00:01", "yesterday", None]))
     with pytest.raises(DataError, match=r"column 'qty' has values that are not integers"):
-        append(ws, "orders", _frame(3).assign(qty=[1, 2.5, 3]))
+        ws.append("orders", _frame(3).assign(qty=[1, 2.5, 3]))
     with pytest.raises(DataError, match=r"time column 'ts' is empty in 1 rows"):
-        append(ws, "orders", _frame(3).assign(ts=["2025-03-01 00:00:01", None, "2025-03-01"]))
+        ws.append("orders", _frame(3).assign(ts=["2025-03-01 00:00:01", None, "2025-03-01"]))
     assert all(not s for s in _segments(topic_dir).values())
 
 
@@ -120,16 +119,16 @@ def test_csv_parquet_and_json_lines_files(workspace: Any, tmp_path: Path) -> Non
     csv.write_text("order_id,user_id,amount,qty,ts\n"
                    "007,u1,10.5,2,2025-03-01T00:00:05Z\n"
                    "008,u1,,3,2025-03-01 00:00:04.250\n")
-    assert append(ws, "orders", csv).rows == 2
+    assert ws.append("orders", csv).rows == 2
     parquet = tmp_path / "orders.parquet"
     frame = _frame(4)
     frame["ts"] = frame.ts.dt.tz_localize("Europe/Paris")  # converted to naive UTC
     frame.to_parquet(parquet)
-    assert append(ws, "orders", parquet).rows == 4
+    assert ws.append("orders", parquet).rows == 4
     jsonl = tmp_path / "orders.jsonl"
     jsonl.write_text(json.dumps({"order_id": "j1", "user_id": "u9", "amount": 1, "qty": 1,
                                  "ts": 1740787200000}) + "\n")  # epoch milliseconds
-    assert append(ws, "orders", jsonl).rows == 1
+    assert ws.append("orders", jsonl).rows == 1
     rows = {r["order_id"]: r for s in _segments(ws.settings.home / "topics" / "orders").values()
             for seg in s for r in seg}
     assert rows["007"] == {"order_id": "007", "user_id": "u1", "amount": 10.5, "qty": 2,
@@ -139,28 +138,28 @@ def test_csv_parquet_and_json_lines_files(workspace: Any, tmp_path: Path) -> Non
     assert rows["j1"]["ts"] == "2025-03-01 00:00:00.000"
     with pytest.raises(DataError, match=r"orders\.txt: unknown file type '\.txt'"):
         (tmp_path / "orders.txt").write_text("x")
-        append(ws, "orders", tmp_path / "orders.txt")
+        ws.append("orders", tmp_path / "orders.txt")
     with pytest.raises(DataError, match=r"nope\.csv: no such file"):
-        append(ws, "orders", tmp_path / "nope.csv")
+        ws.append("orders", tmp_path / "nope.csv")
 
 
 def test_what_append_refuses(workspace: Any) -> None:
     ws = workspace
     _define(ws)
     with pytest.raises(NotFoundError, match="no topic 'clicks' in any flow"):
-        append(ws, "clicks", _frame(1))
+        ws.append("clicks", _frame(1))
     with pytest.raises(FlowError, match="'big' is a flink stream, not a local topic"):
-        append(ws, "big", _frame(1))
+        ws.append("big", _frame(1))
     ws.define("other", define_node("orders", ORDERS, kind="topic", time="ts",
                                    path="elsewhere/orders"))
     with pytest.raises(ConfigError, match="defined in flows other, shop at different paths"):
-        append(ws, "orders", _frame(1))
-    assert append(ws, "orders", _frame(2), flow="other").path == \
+        ws.append("orders", _frame(1))
+    assert ws.append("orders", _frame(2), flow="other").path == \
         (ws.settings.home.parent / "elsewhere" / "orders").resolve()
     # A topic directory works without a flow (hashed by the key its manifest records, if any).
-    append(ws, "orders", _frame(2), flow="shop")
+    ws.append("orders", _frame(2), flow="shop")
     folder = ws.settings.home / "topics" / "orders"
-    result = append(ws, folder, _frame(3))
+    result = ws.append(folder, _frame(3))
     assert result.path == folder and result.rows == 3
 
 

@@ -140,13 +140,12 @@ def _append(p: argparse.ArgumentParser) -> Run:
 
     def run(face: Face, a: argparse.Namespace, _body: str | None) -> Any:
         from ultron_nb.errors import ConfigError
-        from ultron_nb.services.local_topics import append
 
         if (a.file is None) == (a.frame is None):
             raise ConfigError("append needs one of --file F or --frame VAR")
         data = a.file if a.file is not None else _frame(face, a.frame)
-        return append(face.workspace, a.topic, data, partition_by=a.partition_by,
-                      partition=a.partition, flow=a.flow)
+        return face.workspace.append(a.topic, data, partition_by=a.partition_by,
+                                     partition=a.partition, flow=a.flow)
 
     return run
 

@@ -1,6 +1,6 @@
 """Local topics as a user feeds them: appending rows.
 
-:func:`append` writes rows — a pandas DataFrame, or a CSV, Parquet or JSON-lines file — as the
+:func:`append_rows` writes rows — a pandas DataFrame, or a CSV, Parquet or JSON-lines file — as the
 next segment of each partition of a local topic (see :mod:`ultron_nb.engines.topics` for the
 layout). The rows are checked against the topic's declared columns (one line naming the first
 column that is missing or unknown), converted to the declared types (the time column parsed,
@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ultron_nb.engines.topics import MANIFEST, LocalTopic, partition_name
-from ultron_nb.errors import ConfigError, DataError, FlowError, NotFoundError
+from ultron_nb.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ultron_nb.workspace import Workspace
+    from ultron_nb.flow import Node
 
 _INTEGER = {"TINYINT", "SMALLINT", "INT", "INTEGER", "BIGINT"}
 _FLOAT = {"FLOAT", "REAL", "DOUBLE", "DECIMAL", "NUMERIC", "DEC"}
@@ -38,7 +38,7 @@ _STRING = {"STRING", "VARCHAR", "CHAR"}
 
 @dataclass
 class AppendResult:
-    """What :func:`append` wrote: one segment per partition that got rows."""
+    """What :func:`append_rows` wrote: one segment per partition that got rows."""
 
     topic: str
     path: Path
@@ -65,7 +65,9 @@ class AppendResult:
 
 
 @dataclass(frozen=True)
-class _Target:
+class TopicTarget:
+    """Where an append goes: a topic's path, declared columns, time column, key."""
+
     label: str
     path: Path
     columns: list[tuple[str, str]]
@@ -74,36 +76,24 @@ class _Target:
     partitions: int
 
 
-def _resolve(ws: Workspace, name: str, flow: str | None) -> _Target:
-    from ultron_nb.flow import ResourceType
-    folder = Path(name).expanduser()
-    if (folder / MANIFEST).is_file():  # a topic directory
-        topic = LocalTopic.open(folder)
-        return _Target(str(folder), folder, topic.columns, topic.time_column,
+def directory_target(folder: Path) -> TopicTarget | None:
+    """The topic at directory ``folder``, or None when it holds no topic."""
+    if not (folder / MANIFEST).is_file():
+        return None
+    topic = LocalTopic.open(folder)
+    return TopicTarget(str(folder), folder, topic.columns, topic.time_column,
                        topic.extra.get("key"), topic.partitions)
-    names = [flow] if flow else [s.name for s in ws.flows()]
-    flows = {f: ws.flow(f) for f in names}
-    found = [(f, fl[name]) for f, fl in flows.items() if name in fl]
-    if not found:
-        where = f"flow {flow!r}" if flow else "any flow"
-        raise NotFoundError(f"append: no topic {name!r} in {where} (nor a topic directory "
-                            f"{folder})")
-    node = found[0][1]
-    if node.resource_type is not ResourceType.TOPIC:
-        raise FlowError(f"append: {name!r} is a {node.label}, not a local topic")
-    paths = {ws.resource_path(n) for _, n in found}
-    if len(paths) > 1:
-        raise ConfigError(f"append: topic {name!r} is defined in flows "
-                          f"{', '.join(f for f, _ in found)} at different paths: choose one "
-                          "with --flow")
-    path = ws.resource_path(node)
+
+
+def node_target(name: str, path: Path, node: Node) -> TopicTarget:
+    """Topic node ``node`` whose data lives at ``path`` (the topic created if new)."""
     columns = [(c.name, c.type) for c in node.columns]
     if (path / MANIFEST).is_file():
         partitions = LocalTopic.open(path).partitions
     else:
         partitions = int(node.option_dict.get("partitions", "1"))
         LocalTopic(path, partitions, columns, node.time_column).create()
-    return _Target(name, path, columns, node.time_column, node.key, partitions)
+    return TopicTarget(name, path, columns, node.time_column, node.key, partitions)
 
 
 def _read(data: Any) -> tuple[pd.DataFrame, str]:
@@ -208,7 +198,7 @@ def _convert(s: pd.Series, column: str, type_text: str, where: str) -> pd.Series
     return out
 
 
-def _check_columns(frame: pd.DataFrame, target: _Target, where: str) -> None:
+def _check_columns(frame: pd.DataFrame, target: TopicTarget, where: str) -> None:
     declared = [n for n, _ in target.columns]
     have = [str(c) for c in frame.columns]
     for name in declared:
@@ -221,7 +211,7 @@ def _check_columns(frame: pd.DataFrame, target: _Target, where: str) -> None:
                             f"{target.label} ({', '.join(declared)})")
 
 
-def _partitions(frame: pd.DataFrame, target: _Target, topic: LocalTopic,
+def _partitions(frame: pd.DataFrame, target: TopicTarget, topic: LocalTopic,
                 key: str | None, partition: int | None, where: str) -> Any:
     """The partition of every row (a numpy array); ``frame`` holds converted values."""
     import numpy as np
@@ -257,16 +247,13 @@ def _partitions(frame: pd.DataFrame, target: _Target, topic: LocalTopic,
     return (np.arange(len(frame)) + start) % n
 
 
-def append(ws: Workspace, topic_or_node: str | Path, data: Any, *,
-           partition_by: str | None = None, partition: int | None = None,
-           flow: str | None = None) -> AppendResult:
-    """Append ``data`` (a DataFrame, or a CSV / Parquet / JSON-lines file) to a local topic.
+def append_rows(target: TopicTarget, data: Any, *, partition_by: str | None = None,
+                partition: int | None = None) -> AppendResult:
+    """Append ``data`` (a DataFrame, or a CSV / Parquet / JSON-lines file) to ``target``.
 
-    ``topic_or_node`` names a topic node (in ``flow``, else in any flow) or a topic
-    directory. See the module docstring for checks, types and partitioning. Raises
+    See the module docstring for checks, types and partitioning. Raises
     :class:`DataError` (naming the file and column) before anything is written.
     """
-    target = _resolve(ws, str(topic_or_node), flow)
     frame, where = _read(data)
     where = f"{target.label} from {where}"
     frame = frame.copy()
