@@ -202,7 +202,12 @@ def _ordered_source(name: str, shape: TableShape, path: Path, *, layout: str, pa
     options = {"connector": "ultron-topic", "path": str(path), "layout": layout,
                "partitions": str(max(1, partitions)), "mode": mode,
                "poll-interval": flink_duration(monitor_interval), "format": "json",
-               "json.timestamp-format.standard": "SQL"}
+               "json.timestamp-format.standard": "SQL",
+               # Each record moves the watermark (not every 200 ms): a backlog read in one
+               # go still emits rows with the event time they were read at, so the rows a
+               # node writes carry a producer watermark close to their time (``__wm``), and
+               # its readers' event time follows.
+               "scan.watermark.emit.strategy": "on-event"}
     return SourcePlan(name, [create_table(table, shape, options),
                              union_view(name, [table], shape.names)])
 
