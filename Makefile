@@ -14,9 +14,11 @@ DEMO_HOME := $(CURDIR)/.ultron
 setup: prereqs $(STAMP) $(LABEXT)
 	@# The Kafka connector jars for Flink (idempotent; see ultron_nb/engines/flink/kafka.py).
 	@$(BIN)/python -m ultron_nb.engines.flink.kafka install >/dev/null
+	@# The ultron-topic connector (local topics, read in order), built with javac (cached).
+	@$(BIN)/python -m ultron_nb.engines.flink.connector build >/dev/null
 
-# Java 11+ for Flink, graphviz's dot for the DAG, chromium for the side panel's browser tests,
-# node 20+ to build the side panel from a checkout.
+# Java 11+ for Flink, a JDK's javac to build the topic connector, graphviz's dot for the DAG,
+# chromium for the side panel's browser tests, node 20+ to build the side panel from a checkout.
 prereqs:
 	@if ! command -v java >/dev/null 2>&1; then \
 	  echo "ultron_nb needs Java 11 or newer for Flink: apt-get install -y openjdk-17-jre-headless" >&2; exit 1; fi
@@ -27,6 +29,7 @@ prereqs:
 	  if [ -z "$$v" ] || [ "$$v" -lt 20 ]; then \
 	    echo "building the side panel needs Node.js 20 or newer: apt-get install -y nodejs" >&2; exit 1; fi
 	@missing=""; command -v dot >/dev/null 2>&1 || missing="$$missing graphviz"; \
+	  command -v javac >/dev/null 2>&1 || missing="$$missing openjdk-17-jdk-headless"; \
 	  command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	  if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \

@@ -53,6 +53,11 @@ class CliFace:
     def select_flow(self, name: str) -> None:
         self.workspace.remember_flow(name)
 
+    def variable(self, name: str) -> Any:
+        from ultron_nb.errors import ConfigError
+
+        raise ConfigError(f"{name!r}: the CLI has no notebook variables; use --file F")
+
 
 def build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     """The ``ultron`` parser and each verb's parser."""

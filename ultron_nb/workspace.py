@@ -10,15 +10,18 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ultron_nb.config import Settings, load_settings
 from ultron_nb.engines.topics import check_schema
-from ultron_nb.errors import ConfigError, NotFoundError
+from ultron_nb.errors import ConfigError, FlowError, NotFoundError
 from ultron_nb.files import private_dir
 from ultron_nb.flow import Flow, Node, ResourceType
 from ultron_nb.store import Database, open_database
 from ultron_nb.store import flows as flow_repo
+
+if TYPE_CHECKING:
+    from ultron_nb.engines.topic_append import AppendResult, TopicTarget
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +126,44 @@ class Workspace:
             candidate = current.without(node_name).validate()
             version = flow_repo.save_flow(conn, candidate, f"remove {node_name}")
         return Flow(flow_name, list(candidate), version=version)
+
+    # ------------------------------------------------------------------ data
+    def append(self, topic_or_node: str | Path, data: Any, *, partition_by: str | None = None,
+               partition: int | None = None, flow: str | None = None) -> AppendResult:
+        """Append rows (a DataFrame, or a CSV / Parquet / JSON-lines file) to a local topic
+        as the next segment of each partition.
+
+        ``topic_or_node`` names a topic node (of ``flow``, else of any flow) or a topic
+        directory. Rows go by the hash of ``partition_by`` (default: the topic's ``--key``),
+        round robin without a key, or all to ``partition``. See
+        :mod:`ultron_nb.engines.topic_append` for the checks and types."""
+        from ultron_nb.engines.topic_append import append_rows
+
+        return append_rows(self._append_target(str(topic_or_node), flow), data,
+                           partition_by=partition_by, partition=partition)
+
+    def _append_target(self, name: str, flow: str | None) -> TopicTarget:
+        from ultron_nb.engines.topic_append import directory_target, node_target
+
+        folder = Path(name).expanduser()
+        target = directory_target(folder)
+        if target is not None:
+            return target
+        names = [flow] if flow else [s.name for s in self.flows()]
+        flows = [self.flow(f) for f in names]
+        found = [(f.name, f[name]) for f in flows if name in f]
+        if not found:
+            where = f"flow {flow!r}" if flow else "any flow"
+            raise NotFoundError(f"append: no topic {name!r} in {where} (nor a topic directory "
+                                f"{folder})")
+        node = found[0][1]
+        if node.resource_type is not ResourceType.TOPIC:
+            raise FlowError(f"append: {name!r} is a {node.label}, not a local topic")
+        if len({self.resource_path(n) for _, n in found}) > 1:
+            raise ConfigError(f"append: topic {name!r} is defined in flows "
+                              f"{', '.join(f for f, _ in found)} at different paths: choose "
+                              "one with --flow")
+        return node_target(name, self.resource_path(node), node)
 
     # ------------------------------------------------------------------ the current flow
     def current_flow(self, explicit: str | None = None, *, session: str = "") -> tuple[str, str]:

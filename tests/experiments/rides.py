@@ -199,7 +199,8 @@ def wait_until(condition: Callable[[], Any], timeout: float, what: str,
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} "
+                                 f"(last: {value!r})")
         time.sleep(every)
 
 

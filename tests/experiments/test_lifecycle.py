@@ -172,8 +172,16 @@ def test_relaunch_writes_a_new_output_and_duplicates_nothing(
     wait_until(lambda: clean(exact_before(ws, "first", 2)), 180, "first's outputs")
     ex.stop(ws, "first")
     ex.launch(ws, "rides", name="again")
-    report = wait_until(lambda: (r := exact_before(ws, "again", 2)) and clean(r) and r, 180,
-                        "again's outputs to equal the truth")
+    last: dict[str, Any] = {}
+
+    def again_clean() -> Any:
+        last["report"] = exact_before(ws, "again", 2)
+        return clean(last["report"]) and last["report"]
+
+    try:
+        report = wait_until(again_clean, 180, "again's outputs to equal the truth")
+    except AssertionError as e:
+        raise AssertionError(f"{e}: {last.get('report')}") from None
     assert clean(report), report
     ex.stop(ws, "again")
 

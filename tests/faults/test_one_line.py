@@ -54,6 +54,7 @@ BAD_VALUES: dict[str, tuple[list[str], str | None, list[str]]] = {
     "import": (["/nonexistent/shared.ipynb"], None, ["/nonexistent/shared.ipynb"]),
     "watch": (["ghost", "--interval", "abc"], None, ["--interval", "abc"]),
     "effect": (["ghost", "--metric", "mse"], None, ["--metric", "mse"]),
+    "append": (["ghost", "--file", "rows.csv"], None, ["ghost"]),
 }
 
 

@@ -124,3 +124,40 @@ def _history(p: argparse.ArgumentParser) -> Run:
         return history_table(face.workspace.history(flow_of(face, a)))
 
     return run
+
+
+# ------------------------------------------------------------------ feeding topics
+@command("append", "append rows to a local topic: --file (CSV, Parquet, JSON lines) or, in a "
+                   "notebook, --frame VAR (a DataFrame)")
+def _append(p: argparse.ArgumentParser) -> Run:
+    p.add_argument("topic", help="a topic node (of --flow, else of any flow) or a topic directory")
+    p.add_argument("--file", help="a CSV, Parquet or JSON-lines file")
+    p.add_argument("--frame", metavar="VAR", help="in a notebook: the DataFrame variable VAR")
+    p.add_argument("--partition", type=int, help="write every row to partition N")
+    p.add_argument("--partition-by", metavar="COLUMN",
+                   help="hash rows to partitions by COLUMN (default: the topic's --key)")
+    p.add_argument("--flow", help="the flow that defines TOPIC (default: any flow)")
+
+    def run(face: Face, a: argparse.Namespace, _body: str | None) -> Any:
+        from ultron_nb.errors import ConfigError
+
+        if (a.file is None) == (a.frame is None):
+            raise ConfigError("append needs one of --file F or --frame VAR")
+        data = a.file if a.file is not None else _frame(face, a.frame)
+        return face.workspace.append(a.topic, data, partition_by=a.partition_by,
+                                     partition=a.partition, flow=a.flow)
+
+    return run
+
+
+def _frame(face: Face, name: str) -> Any:
+    """The DataFrame in the session variable ``name``."""
+    import pandas as pd
+
+    from ultron_nb.errors import ConfigError
+
+    value = face.variable(name)
+    if not isinstance(value, pd.DataFrame):
+        raise ConfigError(f"--frame {name}: {name!r} is a {type(value).__name__}, not a "
+                          "pandas DataFrame")
+    return value

@@ -32,6 +32,10 @@ class Face(Protocol):
 
     def select_flow(self, name: str) -> None: ...
 
+    def variable(self, name: str) -> Any:
+        """A variable of the user's session (a notebook's); refused where there is none."""
+        ...
+
 
 Run = Callable[[Face, argparse.Namespace, "str | None"], Any]
 

@@ -9,9 +9,11 @@ A local topic is a directory::
       p0000/seg-00000001.jsonl
       p0001/...
 
-Within a partition, records are ordered by segment name and then by line: exactly the order a
-Kafka partition has. Writers create a segment under a hidden name (".seg-...") and rename it
-into place when it is complete, so readers never see half a file.
+Within a partition, records are ordered by segment number and then by line: exactly the order a
+Kafka partition has. Writers create a segment under a hidden name (".seg-...") and link it into
+place when it is complete, so readers never see half a file. Flink reads a topic with the
+``ultron-topic`` connector (:mod:`ultron_nb.engines.flink.connector`): one split per partition,
+its segments strictly in sequence.
 
 A topic is found by its path, so two flows that declare a topic of the same name share it
 (``<home>/topics/<name>``: the click-log generator and ``backtrack prepare`` write there).
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,16 +113,32 @@ class LocalTopic:
         return self.partition_dir(index) / segment_name(seq)
 
     def append(self, index: int, records: Iterable[Mapping[str, Any]]) -> Path | None:
-        """Write ``records`` as the next segment of partition ``index``, atomically."""
+        """Write ``records`` as the next segment of partition ``index``, atomically.
+
+        The segment is written under a hidden name, then linked to the next free segment
+        name (a link never replaces an existing file), so concurrent writers of one
+        partition each get their own segment number and no reader sees half a file.
+        """
         lines = [json.dumps(r, default=str, separators=(",", ":")) for r in records]
         if not lines:
             return None
-        target = self.next_segment(index)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name("." + target.name)
-        tmp.write_text("\n".join(lines) + "\n")
-        os.replace(tmp, target)
-        return target
+        folder = self.partition_dir(index)
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".seg-", suffix=".tmp", dir=folder)
+        tmp = Path(name)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write("\n".join(lines) + "\n")
+            os.chmod(tmp, 0o644)
+            while True:
+                target = self.next_segment(index)
+                try:
+                    os.link(tmp, target)
+                    return target
+                except FileExistsError:
+                    continue  # another writer took this number: take the next one
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def read(self) -> list[dict[str, Any]]:
         """Every record of every partition (small topics; tests and previews)."""

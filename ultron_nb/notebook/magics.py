@@ -141,6 +141,15 @@ class UltronMagic(Magics):
         self._flow = name
         self.workspace.remember_flow(name, session=_session())
 
+    def variable(self, name: str) -> Any:
+        """The notebook variable ``name`` (NotFoundError naming it when there is none)."""
+        from ultron_nb.errors import NotFoundError
+
+        ns = self.shell.user_ns if self.shell is not None else {}
+        if name not in ns:
+            raise NotFoundError(f"no variable {name!r} in the notebook")
+        return ns[name]
+
     @line_cell_magic
     def ultron(self, line: str, cell: str | None = None) -> Any:
         """Run ``%ultron VERB ...``; ``%ultron help`` lists the verbs."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ultron_nb.config import Settings
 from ultron_nb.engines.flink import ddl, jobconfig
+from ultron_nb.engines.flink.connector import connector_jar_url
 from ultron_nb.engines.topics import MANIFEST, LocalTopic, check_schema
 from ultron_nb.errors import DataError, EngineError, NotFoundError, SqlError
 from ultron_nb.flow import Flow, Kind, Node, ResourceType
@@ -40,7 +40,6 @@ class CompiledNode:
     job: CompiledJob
     output: dict[str, Any]
     depends_on: list[str]  # flink nodes of the same flow whose output it reads
-    replay: Path | None = None  # where this compilation put ordered backlog copies
 
 
 def submission_headers(settings: Settings, target: str) -> dict[str, str]:
@@ -103,7 +102,7 @@ class FlinkCompiler:
 
     # ------------------------------------------------------------------ inputs
     def _topic(self, reader: Node, name: str, node: Node, mode: ddl.ReadMode,
-               replay: Path) -> ddl.SourcePlan:
+               jars: list[str]) -> ddl.SourcePlan:
         shape = resource_shape(node)
         path = self.ws.resource_path(node)
         check_schema(path, list(shape.columns), who=f"node {reader.name!r} reads {name!r}")
@@ -115,15 +114,16 @@ class FlinkCompiler:
             self.created_topics.append(path)
         if mode == "bounded" and not reader.is_stream:
             return ddl.batch_source(name, path, shape)
-        return ddl.topic_source(name, path, shape, mode=mode, replay_dir=replay,
+        jars.append(connector_jar_url())
+        return ddl.topic_source(name, path, shape, mode=mode,
                                 monitor_interval=jobconfig.node_option(
                                     reader.option_dict, "monitor_interval"))
 
     def _resource(self, reader: Node, name: str, node: Node, mode: ddl.ReadMode,
-                  replay: Path, jars: list[str]) -> ddl.SourcePlan:
+                  jars: list[str]) -> ddl.SourcePlan:
         rtype = node.resource_type
         if rtype is ResourceType.TOPIC:
-            return self._topic(reader, name, node, mode, replay)
+            return self._topic(reader, name, node, mode, jars)
         if rtype is ResourceType.KAFKA:
             kafka = kafka_module()
             text = kafka.kafka_table_ddl(node, name)
@@ -132,14 +132,14 @@ class FlinkCompiler:
         return ddl.dataset_source(name, self.ws.resource_path(node), resource_shape(node),
                                   node.option_dict.get("format", "json"))
 
-    def declare(self, reader: Node, name: str, replay: Path,
+    def declare(self, reader: Node, name: str,
                 jars: list[str]) -> tuple[ddl.SourcePlan, str | None]:
         """Statements declaring flow table ``name`` for ``reader``; and the flink node it
         depends on (if any)."""
         node = self.flow[name]
         mode: ddl.ReadMode = "bounded" if (self.bounded or not reader.is_stream) else "live"
         if node.kind is Kind.RESOURCE:
-            return self._resource(reader, name, node, mode, replay, jars), None
+            return self._resource(reader, name, node, mode, jars), None
         out = self.stored_output(name)
         if node.kind is Kind.FLINK:
             if out is None:
@@ -150,9 +150,9 @@ class FlinkCompiler:
             if mode == "bounded" and not reader.is_stream:
                 return ddl.batch_source(name, ddl.output_folder(folder), shape), name
             monitor = jobconfig.node_option(reader.option_dict, "monitor_interval")
+            jars.append(connector_jar_url())
             return ddl.output_source(name, folder, shape, int(out.get("partitions", 1)),
-                                     mode=mode, replay_dir=replay,
-                                     monitor_interval=monitor), name
+                                     mode=mode, monitor_interval=monitor), name
         if out and out.get("path") and out.get("columns"):
             return ddl.dataset_source(name, Path(out["path"]), ddl.TableShape.from_dict(out),
                                       out.get("format", "json")), None
@@ -179,13 +179,12 @@ class FlinkCompiler:
         node = self.flow[name]
         instance = self.instances[name]
         folder = self.ws.instance_dir(instance)
-        replay = folder / "_replay" / f"{time.time_ns():x}"
         statements: list[str] = []
         depends: list[str] = []
         jars: list[str] = []
         delays: list[float] = []
         for ref in node.data_inputs():
-            plan, dep = self.declare(node, ref, replay, jars)
+            plan, dep = self.declare(node, ref, jars)
             statements.extend(plan.statements)
             if dep:
                 depends.append(dep)
@@ -213,4 +212,4 @@ class FlinkCompiler:
 
         compiled = compile_job(spec, sink_ddl)
         self.outputs[name] = output
-        return CompiledNode(name, instance, compiled, output, depends, replay)
+        return CompiledNode(name, instance, compiled, output, depends)

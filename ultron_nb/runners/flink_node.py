@@ -64,22 +64,18 @@ STOPPABLE = frozenset({NodeState.RUNNING, NodeState.RESTARTING, "created", "init
                        "scheduled", "reconciling", "restarting", "failing"})
 
 
-def clear_output(folder: Path, keep: Path | None = None) -> None:
-    """Remove a previous run's output and replay copies (a fresh start recomputes them),
-    except the replay directory ``keep`` of the compilation about to run."""
+def clear_output(folder: Path) -> None:
+    """Remove a previous run's output (a fresh start recomputes it), and the ordered backlog
+    copies older versions made under ``_replay``."""
     out = ddl.output_folder(folder)
-    if out.is_dir():  # keep the directory: readers' symlinks point at it
+    if out.is_dir():  # keep the directory: running readers watch it
         for child in out.iterdir():
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child, ignore_errors=True)
             else:
                 child.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
-    replays = folder / "_replay"
-    if replays.is_dir():
-        for child in replays.iterdir():
-            if keep is None or child.resolve() != keep.resolve():
-                shutil.rmtree(child, ignore_errors=True)
+    shutil.rmtree(folder / "_replay", ignore_errors=True)
 
 
 def parse_ms(value: Any) -> int | None:
@@ -156,7 +152,7 @@ class FlinkRunner(NodeRunner):
         rest = self.rest(target)
         folder = self.ws.instance_dir(item.instance)
         if savepoint is None:
-            clear_output(folder, keep=item.replay)
+            clear_output(folder)
         folder.mkdir(parents=True, exist_ok=True)
         save_job_spec(folder, item.job.spec)
         with self.ws.db.write() as conn:

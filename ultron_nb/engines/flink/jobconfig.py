@@ -70,11 +70,6 @@ def job_config(options: Mapping[str, str], *, node: str, experiment: str, instan
             node_option(options, "restart_delay")),
     })
     idle = node_option(options, "idle_timeout")
-    if live and not idle and int(conf["parallelism.default"]) > 1:
-        log.warning("node %s: parallelism > 1 leaves some readers of a partition without files; "
-                    "marking sources idle after 5 s (a partition that wakes up with older "
-                    "data than the others loses it as late)", node)
-        idle = "5 s"
     if live and idle:
         conf["table.exec.source.idle-timeout"] = ddl.flink_duration(idle)
     if extra_jars:
