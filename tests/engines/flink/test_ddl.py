@@ -63,7 +63,7 @@ def test_topic_source_is_one_ordered_connector_table_and_a_view(tmp_path: Path,
     assert _options(create) == {
         "connector": "ultron-topic", "path": str(topic.path.resolve()), "layout": "topic",
         "partitions": "2", "mode": mode, "poll-interval": "200 ms", "format": "json",
-        "json.timestamp-format.standard": "SQL"}
+        "json.timestamp-format.standard": "SQL", "scan.watermark.emit.strategy": "on-event"}
     assert view == "CREATE TEMPORARY VIEW `clicks` AS\nSELECT `id`, `ts` FROM `__clicks_src`"
     assert not (tmp_path / "replay").exists()  # no copies of the backlog any more
 
