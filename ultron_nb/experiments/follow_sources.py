@@ -5,9 +5,6 @@ returns a :class:`~ultron_nb.experiments.follow.Follow` not started yet."""
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -77,9 +74,10 @@ def follow_preview(ws: Workspace, node: str, *, experiment: str | None = None,
 
 
 def _declare_live(ws: Workspace, flow_name: str, ref: str, experiment: str | None,
-                  replay: Path, jars: list[str]) -> list[str]:
+                  jars: list[str]) -> list[str]:
     """Statements declaring flow table ``ref`` as a stream read from its start."""
     from ultron_nb.engines.flink import ddl
+    from ultron_nb.engines.flink.connector import connector_jar_url
     from ultron_nb.experiments.preview import find_member
     from ultron_nb.flow import Kind, ResourceType
     from ultron_nb.runners.flink_compile import kafka_module, resource_shape
@@ -94,7 +92,8 @@ def _declare_live(ws: Workspace, flow_name: str, ref: str, experiment: str | Non
             return [text] if isinstance(text, str) else list(text)
         path = ws.resource_path(node)
         if node.resource_type is ResourceType.TOPIC:
-            return ddl.topic_source(ref, path, shape, mode="live", replay_dir=replay).statements
+            jars.append(connector_jar_url())
+            return ddl.topic_source(ref, path, shape, mode="live").statements
         return ddl.dataset_source(ref, path, shape,
                                   node.option_dict.get("format", "json")).statements
     found = find_member(ws, ref, experiment, flow_name)
@@ -104,8 +103,9 @@ def _declare_live(ws: Workspace, flow_name: str, ref: str, experiment: str | Non
     out = found[1].output
     shape = ddl.TableShape.from_dict(out)
     if node.kind is Kind.FLINK:
+        jars.append(connector_jar_url())
         return ddl.output_source(ref, Path(out["path"]), shape, int(out.get("partitions", 1)),
-                                 mode="live", replay_dir=replay).statements
+                                 mode="live").statements
     return ddl.dataset_source(ref, Path(out["path"]), shape,
                               out.get("format", "json")).statements
 
@@ -123,24 +123,13 @@ def follow_sql(ws: Workspace, query: str, *, flow: str, experiment: str | None =
     if limit <= 0:
         raise ConfigError("--limit must be positive")
     f = ws.flow(flow)
-    tmp = ws.home / "tmp"
-    tmp.mkdir(parents=True, exist_ok=True)
-    replay = Path(tempfile.mkdtemp(prefix="follow-", dir=tmp))
     statements: list[str] = []
     jars: list[str] = []
-    try:
-        for ref in table_references(query):
-            if ref in f:
-                statements.extend(_declare_live(ws, flow, ref, experiment, replay, jars))
-    except BaseException:
-        shutil.rmtree(replay, ignore_errors=True)
-        raise
-    conf = {"pipeline.jars": ";".join(jars)} if jars else {}
-
-    def cleanup() -> None:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(replay)
+    for ref in table_references(query):
+        if ref in f:
+            statements.extend(_declare_live(ws, flow, ref, experiment, jars))
+    conf = {"pipeline.jars": ";".join(dict.fromkeys(jars))} if jars else {}
 
     return Follow(lambda: stream_query(statements, query, conf=conf, name="sql --follow"),
                   limit=limit, duration=duration, key=group_by_columns(query),
-                  title="sql --follow", cleanup=cleanup)
+                  title="sql --follow")
