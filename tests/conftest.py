@@ -41,11 +41,13 @@ def ip(_shell: Any, workdir: Path) -> Iterator[Any]:
     from ultron_nb.notebook.magics import UltronMagic, load_verbs
 
     load_verbs()
+    _shell.config.pop("UltronMagic", None)  # a test's `%config UltronMagic.home` ends with it
     magic = UltronMagic(shell=_shell)
     _shell.register_magics(magic)
     _shell.user_ns["__ultron_magic"] = magic
     yield _shell
     _shell.user_ns.pop("__ultron_magic", None)
+    _shell.config.pop("UltronMagic", None)
 
 
 def run_cell(ip: Any, source: str) -> Any:
