@@ -183,7 +183,7 @@ def await_service(home: Path) -> float:
 def ultron_up(home: Path, port: int, env: dict[str, str]) -> dict[str, float]:
     cpu0 = children_cpu()
     started = time.perf_counter()
-    ultron_cli(home, "up", "--port", str(port), env=env)
+    ultron_cli(home, "cluster", "up", "--port", str(port), env=env)
     wall = time.perf_counter() - started
     pids = pids_in(home / "flink" / "pid", "*.pid") + pids_in(home, "scheduler.pid")
     server = service_pid(home)
@@ -241,7 +241,7 @@ def one_round(work: Path, r: int) -> dict[str, Any]:
         define_flow(home, port)
         kernel = launches(home, env)
     finally:
-        ultron_cli(home, "down", env=env)
+        ultron_cli(home, "cluster", "down", env=env)
     return {"load": load, "plain": plain, "ultron": ultron, "service_ready": ready, **kernel}
 
 
