@@ -1,7 +1,9 @@
 """The processes of one scheduler-run node run (Python and DuckDB nodes).
 
 ``python -m ultron_nb.runners.process run-node SPEC`` is the *runner* process (its own
-session, so it outlives the scheduler). In ONE transaction it claims the run's trigger,
+session, so it outlives the scheduler) — or the same code in a process a warm worker forked
+(:mod:`ultron_nb.runners.warm`), which then forks the node's child instead of starting an
+interpreter. In ONE transaction it claims the run's trigger,
 records a ``jobs`` row (attempt, trigger, pid) and sends the ``running`` status event; a
 trigger it cannot claim (already claimed, cancelled or suspended by a stop) does not run. It
 then runs the node in a child process (``exec-node``) with the log
@@ -17,6 +19,7 @@ import inspect
 import json
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -83,9 +86,110 @@ def _claim(db: Any, spec: dict[str, Any]) -> tuple[int, int, Path] | None:
     return job.id, attempt, log_path
 
 
+class ForkedChild:
+    """A child this process forked, waited for like a :class:`subprocess.Popen`."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.returncode: int | None = None
+        try:
+            self._fd: int | None = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            self._fd = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = self.pid, 0
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+                if self._fd is not None:
+                    os.close(self._fd)
+                    self._fd = None
+        return self.returncode
+
+    def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        delay = 0.0005
+        while self.poll() is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout)
+            if self._fd is not None:
+                select.select([self._fd], [], [], remaining)  # readable once it exited
+            else:
+                time.sleep(min(delay, remaining))
+                delay = min(delay * 2, 0.05)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, signo: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signo)
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.send_signal(signal.SIGKILL)
+
+
+def _fork_node(spec_path: str, attempt: int, log_path: Path, out: Any) -> ForkedChild:
+    """Fork the child that runs the node (its output to the run's log)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return ForkedChild(pid)
+    code = 1
+    try:
+        os.dup2(out.fileno(), 1)
+        os.dup2(out.fileno(), 2)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        sys.argv = [__file__, "exec-node", spec_path, str(attempt), str(log_path)]
+        code = _run_as_main(spec_path, attempt, str(log_path))
+    finally:
+        os._exit(code)
+
+
+def _run_as_main(spec_path: str, attempt: int, log_path: str) -> int:
+    """Run the node in a forked child as a fresh interpreter would: the traceback of an
+    error and exit status 1, ``sys.exit`` honoured, then non-daemon threads joined and
+    ``atexit`` handlers run (MLflow ends its runs there)."""
+    import atexit
+
+    if "numpy" in sys.modules:  # forked children must not share the parent's random state
+        with contextlib.suppress(Exception):
+            sys.modules["numpy"].random.seed()
+    code = 1
+    try:
+        code = exec_node(spec_path, attempt, log_path)
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            code = int(exc.code or 0)
+        else:
+            sys.stderr.write(f"{exc.code}\n")
+            code = 1
+    except BaseException:  # the user's error goes to the run's log
+        traceback.print_exc()
+        code = 1
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    with contextlib.suppress(Exception):
+        atexit._run_exitfuncs()
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return code
+
+
 def _supervise(spec: dict[str, Any], spec_path: str, attempt: int, log_path: Path,
-               stop_requested: threading.Event, stop_at: list[float]) -> int | None:
-    """Run the node's child process; SIGTERM it on a stop, SIGKILL after the grace."""
+               stop_requested: threading.Event, stop_at: list[float], *,
+               fork: bool = False) -> int | None:
+    """Run the node's child process; SIGTERM it on a stop, SIGKILL after the grace. With
+    ``fork`` the child is forked from this (warm) process instead of a new interpreter."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     code: int | None = None
     with open(log_path, "ab") as out:
@@ -95,11 +199,16 @@ def _supervise(spec: dict[str, Any], spec_path: str, attempt: int, log_path: Pat
         out.flush()
         if stop_requested.is_set():
             return None
-        child = subprocess.Popen(
-            [spec["python"], "-m", "ultron_nb.runners.process", "exec-node", spec_path,
-             str(attempt), str(log_path)],
-            cwd=spec["cwd"], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-        )
+        child: Any
+        if fork:
+            child = _fork_node(spec_path, attempt, log_path, out)
+        else:
+            child = subprocess.Popen(
+                [spec["python"], "-m", "ultron_nb.runners.process", "exec-node", spec_path,
+                 str(attempt), str(log_path)],
+                cwd=spec["cwd"], stdin=subprocess.DEVNULL, stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         grace = float(spec.get("stop_grace", 10.0))
         while True:
             try:
@@ -116,8 +225,9 @@ def _supervise(spec: dict[str, Any], spec_path: str, attempt: int, log_path: Pat
     return code
 
 
-def run_node(spec_path: str) -> int:
-    """The runner process of one node run (see the module docstring)."""
+def run_node(spec_path: str, *, fork: bool = False) -> int:
+    """The runner process of one node run (see the module docstring); with ``fork`` (a
+    warm worker forked it) the node's child is forked too."""
     spec = json.loads(Path(spec_path).read_text())
     db = open_database(os.environ["ULTRON_DB_URL"])
     stop_requested = threading.Event()
@@ -134,7 +244,7 @@ def run_node(spec_path: str) -> int:
     if claimed is None:
         return 0
     job_id, attempt, log_path = claimed
-    code = _supervise(spec, spec_path, attempt, log_path, stop_requested, stop_at)
+    code = _supervise(spec, spec_path, attempt, log_path, stop_requested, stop_at, fork=fork)
     if code == 0:
         state, error = NodeState.FINISHED, None
     elif stop_requested.is_set():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from ultron_nb.store.db import Database
 from ultron_nb.store.schema import SCHEMA_VERSION
 
@@ -17,3 +19,14 @@ def open_database(url: str) -> Database:
         db = _OPEN[url] = Database(url)
     db.ensure_schema()
     return db
+
+
+def _fresh_pools_after_fork() -> None:
+    """A forked child (a warm worker's runner, a user's ``multiprocessing``) must not use
+    the connections its parent pooled: each engine gets a new pool, the parent's are left
+    alone (SQLAlchemy's ``dispose(close=False)``)."""
+    for db in _OPEN.values():
+        db.engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_fresh_pools_after_fork)

@@ -420,11 +420,15 @@ class LocalCluster:
             {"rest_port": self.rest_port, "ports": ports, "started_at": started,
              "conf_dir": str(self.conf_dir), "slots": self.slots}, indent=2))
         try:
-            # Each daemon runs its own metrics query service: give each its own port.
-            for script, port in (("jobmanager.sh", ports["jobmanager_query_service"]),
-                                 ("taskmanager.sh", ports["taskmanager_query_service"])):
-                self._run_script(script, "start", "-D",
-                                 f"metrics.internal.query-service.port={port}")
+            # Both daemons start at once (each script runs a JVM of its own to size memory
+            # before it launches its daemon); each runs its own metrics query service on a
+            # port of its own.
+            spawned = [(script, self._spawn_script(
+                script, "start", "-D", f"metrics.internal.query-service.port={port}"))
+                for script, port in (("jobmanager.sh", ports["jobmanager_query_service"]),
+                                     ("taskmanager.sh", ports["taskmanager_query_service"]))]
+            for script, proc in spawned:
+                self._finish_script(script, "start", proc)
             status = self._await_ready(started)
         except ClusterError:
             self.down()
@@ -446,63 +450,73 @@ class LocalCluster:
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         return env
 
-    def _run_script(self, script: str, action: str, *args: str) -> str:
+    def _spawn_script(self, script: str, action: str, *args: str) -> subprocess.Popen[str]:
         path = pyflink_home() / "bin" / script
         try:
-            done = subprocess.run(
+            return subprocess.Popen(
                 ["bash", str(path), action, *args],
                 env=self._env(),
                 cwd=str(self.root),
                 stdin=subprocess.DEVNULL,
-                capture_output=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
-                timeout=120,
                 start_new_session=True,  # the daemons outlive this process and its group
             )
-        except (OSError, subprocess.TimeoutExpired) as exc:
+        except OSError as exc:
             raise ClusterError(f"{script} {action} failed: {exc}") from None
-        output = (done.stdout + done.stderr).strip()
-        if done.returncode != 0:
+
+    def _finish_script(self, script: str, action: str, proc: subprocess.Popen[str]) -> str:
+        try:
+            stdout, stderr = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise ClusterError(f"{script} {action} did not finish within 120 s") from None
+        output = (stdout + stderr).strip()
+        if proc.returncode != 0:
             lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
             relevant = [ln for ln in lines if any(m in ln for m in _LOG_MARKERS)
                         and not ln.startswith("at ")]
             causes = [ln for ln in relevant if ln.startswith("Caused by")]
             reason = (causes or relevant or lines or ["no output"])[-1]
             raise ClusterError(
-                f"{script} {action} failed (exit {done.returncode}): {reason[:600]}"
+                f"{script} {action} failed (exit {proc.returncode}): {reason[:600]}"
                 + self._log_excerpt()
             )
         log.debug("%s %s: %s", script, action, output)
         return output
 
     def _await_ready(self, started: float) -> ClusterStatus:
+        """Poll until REST lists a task manager with slots (every 0.1 s: the REST call to a
+        port nobody listens on yet fails at once); a daemon that died is reported with its
+        log."""
         deadline = time.monotonic() + self.start_timeout
+        checked = 0.0
         with FlinkRest(f"http://{LOOPBACK}:{self.rest_port}", timeout=3.0) as rest:
             while time.monotonic() < deadline:
-                pids = self.pids()
-                if len(pids.get("standalonesession", [])) == 0 or len(
-                    pids.get("taskexecutor", [])
-                ) == 0:
-                    time.sleep(0.5)
-                    # A daemon that died right away: report its log.
-                    if not self.pids().get("standalonesession") or not self.pids().get(
-                        "taskexecutor"
-                    ):
-                        dead = [d for d in DAEMONS if not self.pids().get(d)]
-                        raise ClusterError(
-                            f"Flink {' and '.join(dead)} exited during start"
-                            + self._log_excerpt()
-                        )
+                if time.monotonic() - checked > 1.0:
+                    checked = time.monotonic()
+                    pids = self.pids()
+                    dead = [d for d in DAEMONS if not pids.get(d)]
+                    if dead:
+                        time.sleep(0.5)  # a PID file may be written just after its script
+                        pids = self.pids()
+                        dead = [d for d in DAEMONS if not pids.get(d)]
+                        if dead:
+                            raise ClusterError(
+                                f"Flink {' and '.join(dead)} exited during start"
+                                + self._log_excerpt())
                 try:
                     ov = rest.overview()
                 except ClusterError:
-                    time.sleep(0.3)
+                    time.sleep(0.1)
                     continue
                 if int(ov.get("taskmanagers", 0)) >= 1 and int(ov.get("slots-total", 0)) >= 1:
                     status = ClusterStatus(url=rest.url, running=True, local=True,
                                            pids=self.pids(), home=str(self.root))
                     return _fill_from_rest(status, rest)
-                time.sleep(0.3)
+                time.sleep(0.1)
         raise ClusterError(
             f"Flink did not answer at http://{LOOPBACK}:{self.rest_port} within "
             f"{self.start_timeout:.0f} s" + self._log_excerpt()
