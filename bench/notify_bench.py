@@ -253,7 +253,7 @@ def trigger_phases(backend: str, url: str, args: argparse.Namespace, work: Path
             first = time.time()
             for k in range(args.trigger_events):
                 send(k)
-            runs = _await_runs(ws, out, before + args.trigger_events, 600)
+            runs = _await_runs(ws, out, before + args.trigger_events, 600 + 20 * args.trigger_events)
             last_end = max(_job_ends(ws))
             rates.append(args.trigger_events / (last_end - first))
             before = len(_runs(out))
@@ -266,7 +266,7 @@ def trigger_phases(backend: str, url: str, args: argparse.Namespace, work: Path
                 if delay > 0:
                     time.sleep(delay)
                 send(k)
-            runs = _await_runs(ws, out, before + count, 600)
+            runs = _await_runs(ws, out, before + count, 600 + 20 * count)
             p99s.append(_percentile([r["start"] - r["sent"] for r in runs[before:]], 0.99))
     finally:
         stop_daemon(settings)

@@ -4,8 +4,10 @@
 * ``remote_flink_cluster`` (session): a second cluster used as the "remote" one. It is started
   by a child Python process that exits right away, so every test that uses it also shows that
   a cluster outlives the process that started it.
-* ``flink_workspace``: a fresh workspace whose local cluster is ``flink_cluster``; the jobs
-  its experiments started are cancelled afterwards, so tests do not hold slots.
+* ``job_server`` (session): a job server (its own home) warmed against ``flink_cluster``.
+* ``flink_workspace``: a fresh workspace whose local cluster is ``flink_cluster`` and which
+  compiles and submits through ``job_server`` (as a user's kernels do after ``ultron up``);
+  the jobs its experiments started are cancelled afterwards, so tests do not hold slots.
 
 Register with ``pytest_plugins = ["tests.conftest_flink"]`` in the root conftest.
 """
@@ -83,11 +85,38 @@ def _down_by_pid(cluster: Any) -> None:
     assert not alive, f"Flink daemons still alive after down(): {alive}"
 
 
+@pytest.fixture(scope="session")
+def job_server(tmp_path_factory: pytest.TempPathFactory, flink_cluster: Any) -> Iterator[Path]:
+    """The home of a job server that workspaces compile and submit through."""
+    from ultron_nb.config import Settings
+    from ultron_nb.engines.flink import jobclient
+    from ultron_nb.processes import pid_alive
+
+    home = tmp_path_factory.mktemp("jobserver") / ".ultron"
+    settings = Settings(home=home)
+    pid = jobclient.start_server(settings, warm_after=flink_cluster.url)
+    try:
+        yield home
+    finally:
+        jobclient.stop_server(settings)
+        assert not pid_alive(pid), f"the job server {pid} is still alive"
+
+
+def use_job_server(home: Path, server_home: Path) -> None:
+    """Have the workspace at ``home`` find the job server of ``server_home`` (its record
+    and secret linked into the home, where a job server started there would write them)."""
+    home.mkdir(parents=True, exist_ok=True)
+    for name in ("jobserver.json", "jobserver.key"):
+        (home / name).symlink_to(server_home / name)
+
+
 @pytest.fixture
-def flink_workspace(tmp_path: Path, flink_cluster: Any) -> Iterator[Any]:
-    """A workspace under ``tmp_path`` whose (local) cluster is ``flink_cluster``."""
+def flink_workspace(tmp_path: Path, flink_cluster: Any, job_server: Path) -> Iterator[Any]:
+    """A workspace under ``tmp_path`` whose (local) cluster is ``flink_cluster``, compiling
+    and submitting through ``job_server``."""
     from ultron_nb.workspace import Workspace
 
+    use_job_server(tmp_path / ".ultron", job_server)
     ws = Workspace(_settings(tmp_path / ".ultron", flink_cluster.rest_port))
     try:
         yield ws

@@ -427,8 +427,14 @@ class LocalCluster:
                 script, "start", "-D", f"metrics.internal.query-service.port={port}"))
                 for script, port in (("jobmanager.sh", ports["jobmanager_query_service"]),
                                      ("taskmanager.sh", ports["taskmanager_query_service"]))]
-            for script, proc in spawned:
-                self._finish_script(script, "start", proc)
+            failures = []
+            for script, proc in spawned:  # both end before anything is reported or stopped
+                try:
+                    self._finish_script(script, "start", proc)
+                except ClusterError as exc:
+                    failures.append(exc)
+            if failures:
+                raise failures[0]
             status = self._await_ready(started)
         except ClusterError:
             self.down()
