@@ -253,7 +253,8 @@ def trigger_phases(backend: str, url: str, args: argparse.Namespace, work: Path
             first = time.time()
             for k in range(args.trigger_events):
                 send(k)
-            runs = _await_runs(ws, out, before + args.trigger_events, 600 + 20 * args.trigger_events)
+            runs = _await_runs(ws, out, before + args.trigger_events,
+                               600 + 20 * args.trigger_events)
             last_end = max(_job_ends(ws))
             rates.append(args.trigger_events / (last_end - first))
             before = len(_runs(out))
