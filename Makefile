@@ -57,7 +57,7 @@ lint: setup
 	$(BIN)/lint-imports --no-cache
 
 test: setup lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 demo: setup
 	@mkdir -p $(DEMO_HOME)

@@ -19,7 +19,7 @@ import pytest
 
 from ultron_nb import experiments as ex
 from ultron_nb.engines.flink.rest import FlinkRest
-from ultron_nb.errors import ClusterError
+from ultron_nb.errors import ClusterError, FlowError
 from ultron_nb.events.keys import NodeState
 from ultron_nb.flow.build import define_node
 from ultron_nb.scheduler import daemon_status, start_daemon, stop_daemon
@@ -250,3 +250,33 @@ def test_a_launch_needing_more_slots_than_are_free_is_refused_before_anything_is
     assert f"has {free} free" in message and "--slots" in message
     with ws.db.read() as conn:
         assert repo.list_experiments(conn) == before
+
+
+def test_a_boundary_that_can_never_fire_is_refused_at_launch(
+        flink_workspace: Any, tmp_path: Path) -> None:
+    """A stream node whose output has no event time (``window_end AS ts`` is a plain
+    timestamp) would leave a ``--boundary`` node downstream waiting forever: say so at launch,
+    naming the node and the columns, and record nothing."""
+    ws = flink_workspace
+    rides = define_rides(ws, tmp_path)
+    Rides(ws.settings.home).hour(0)
+    for name in ("requests", "accepts", "matched"):
+        ws.define("never", rides[name])
+    ws.define("never", define_node("rider_hourly", RIDER_HOURLY_WITHOUT_ROWTIME,
+                                   options={"checkpoint_interval": "1 s"}))
+    ws.define("never", define_node("hourly_report", "def hourly_report(ctx):\n    pass\n",
+                                   kind="python", after=["rider_hourly"], boundary="1h"))
+    with pytest.raises(FlowError) as info:
+        ex.launch(ws, "never", name="never")
+    message = str(info.value)
+    assert "'hourly_report'" in message and "rider_hourly" in message
+    assert "no event time" in message and "window_time" in message and "\n" not in message
+    assert ex.list_experiments(ws) == []
+    assert not list((ws.settings.home / "topics").glob("rider_hourly_*"))
+
+
+RIDER_HOURLY_WITHOUT_ROWTIME = """
+SELECT rider_id, window_end AS ts, COUNT(*) AS requests
+FROM TABLE(TUMBLE(TABLE matched, DESCRIPTOR(ts), INTERVAL '1' HOUR))
+GROUP BY rider_id, window_start, window_end
+"""

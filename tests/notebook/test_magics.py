@@ -95,6 +95,37 @@ def test_errors_are_one_line_and_leave_the_store_unchanged(
     assert Workspace().history("ctr") == before
 
 
+def test_after_a_kernel_restart_the_notebooks_flow_is_used_and_said(
+        cell: Any, ip: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import IPython.display
+
+    from ultron_nb.notebook.magics import UltronMagic
+
+    monkeypatch.setenv("JPY_SESSION_NAME", "/work/nb/ctr.ipynb")
+    define_ctr(cell)
+    cell("%ultron flow other")
+    cell("%%ultron node o --kind dataset\nx INT")
+    cell("%ultron flow ctr")  # this notebook works on ctr
+    ip.register_magics(UltronMagic(shell=ip))  # as after a kernel restart
+    shown: list[Any] = []
+    monkeypatch.setattr(IPython.display, "display", lambda *objs, **_k: shown.extend(objs))
+    text = str(cell("%ultron nodes"))
+    assert "flow ctr version" in text
+    assert any("using flow ctr (selected before)" in str(o) for o in shown)
+    monkeypatch.setenv("JPY_SESSION_NAME", "/work/nb/new.ipynb")  # another notebook
+    ip.register_magics(UltronMagic(shell=ip))
+    with pytest.raises(UsageError, match="no current flow"):  # two flows: it cannot guess
+        cell("%ultron nodes")
+
+
+def test_the_only_flow_is_used_without_asking(cell: Any, ip: Any) -> None:
+    from ultron_nb.notebook.magics import UltronMagic
+
+    define_ctr(cell)
+    ip.register_magics(UltronMagic(shell=ip))
+    assert "flow ctr version" in str(cell("%ultron nodes"))
+
+
 def test_no_flow_selected(cell: Any) -> None:
     with pytest.raises(UsageError, match="no current flow: select one with %ultron flow NAME"):
         cell("%%ultron node a --kind dataset\nx INT")
@@ -139,3 +170,19 @@ def test_flows_and_history(cell: Any) -> None:
         "define impressions", "define clicks", "define label_join", "define hourly_ctr",
         "define train"]
     assert history.df.shape == (5, 4)
+
+
+def test_third_party_info_lines_stay_out_of_cells(ip: Any, caplog: pytest.LogCaptureFixture
+                                                  ) -> None:
+    """httpx logs every request at INFO; a root logger at INFO (PyFlink sets one up after an
+    interrupted query) must not bring those lines into the user's cells."""
+    import logging
+
+    import ultron_nb
+
+    ultron_nb.load_ipython_extension(ip)
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("httpx").info("HTTP Request: GET http://127.0.0.1/ 200 OK")
+        logging.getLogger("py4j.clientserver").info("Received command c on object id p0")
+        logging.getLogger("ultron_nb.test").warning("ours still shows")
+    assert [r.name for r in caplog.records] == ["ultron_nb.test"]

@@ -14,6 +14,7 @@ from typing import Any
 
 from ultron_nb.flow import identities
 from ultron_nb.flow.build import define_node
+from ultron_nb.flow.plan import instance_id
 from ultron_nb.services.datagen import clicklog_nodes
 from ultron_nb.store import experiments as repo
 
@@ -60,7 +61,7 @@ def seed_experiments(ws: Any, count: int, *, target: str, flow: str = "wide",
                 label=name, target=exp_target, state=state,
                 parent=names[-1] if names and k % 4 == 1 else None)
             for node in order:
-                inst_id = f"{node}_{ids[node][:12]}"
+                inst_id = instance_id(node, ids[node], exp_target)
                 if inst_id in owner:
                     repo.link_node(conn, exp.id, node, inst_id, shared_from=owner[inst_id])
                     continue

@@ -214,8 +214,8 @@ async def test_errors_are_one_line_json(jp_fetch: Any, ws: Any) -> None:
          "FlowError: set 'n_0.k': expected KEY=VALUE"),
         (("experiments", "exp_000", "nodes", "impressions", "restart"),
          {"method": "POST", "body": "{}"}, 400,
-         "FlowError: node 'impressions' is a topic, not a Flink job"),
-        (("experiments", "exp_000", "resume"), {"method": "POST", "body": "{}"}, 503,
+         "ConfigError: node 'impressions' is a resource: it has nothing to restart"),
+        (("experiments", "exp_001", "resume"), {"method": "POST", "body": "{}"}, 503,
          "ClusterError: "),
     ]
     for parts, kwargs, status, start in cases:
@@ -238,9 +238,13 @@ async def test_a_clone_dry_run_returns_the_plan_and_stores_nothing(jp_fetch: Any
     assert code == 200, body
     assert body["dry_run"] is True
     plan = {n["node"]: n["plan"] for n in body["plan"]["nodes"]}
-    # n_1 changed: it and its downstream are new; n_0 is unchanged but its instance ended
-    # (restart); the topics' data is there (shared).
-    assert plan == {"impressions": "shared", "clicks": "shared", "n_0": "restart",
+    # n_1 changed: it and its downstream are new; n_0 is unchanged but its instance ended,
+    # so it starts as a new generation (never into the ended one's output), saying why; the
+    # topics' data is there (shared).
+    assert plan == {"impressions": "shared", "clicks": "shared", "n_0": "new",
                     "n_1": "new", "n_2": "new"}
+    reasons = {n["node"]: n["why"] for n in body["plan"]["nodes"]}
+    assert reasons["n_0"].startswith("relaunch ("), reasons
+    assert reasons["n_1"] == "parameters changed", reasons
     assert body["plan"]["overrides"]["n_1.k"] == "9"
     assert [e.name for e in repo_list(ws)] == ["exp_000"]

@@ -130,3 +130,17 @@ def test_bad_clone_input_names_the_fault_and_stores_nothing(flink_workspace: Any
     with pytest.raises(ConfigError, match="an experiment named 'base' exists already"):
         clone(ws, "base", "base", {"train.lr": "1"})
     assert [e.name for e in ex.list_experiments(ws)] == before
+
+
+def test_a_clone_plan_reads_as_a_table_in_a_terminal() -> None:
+    """Terminal IPython and the CLI show the plan as text, not as a dataclass repr."""
+    from ultron_nb.flow.plan import Plan, PlannedNode, Step
+
+    plan = Plan("link", 3, {}, [
+        PlannedNode("label_join", "a" * 64, "label_join_aaaa", Step.SHARE, ("base",)),
+        PlannedNode("item_ctr", "b" * 64, "item_ctr_bbbb", Step.NEW, (),
+                    (("feature_window", "5", "2"),), "parameters changed")])
+    text = repr(ClonePlan("base", "win_2", plan, {"item_ctr.feature_window": "2"}))
+    assert text.splitlines()[0] == "clone base → win_2"
+    assert "label_join  shared" in text and "feature_window: 5 → 2" in text
+    assert "ClonePlan(" not in text and "PlannedNode(" not in text

@@ -128,9 +128,11 @@ def test_live_experiment_stop_with_savepoint_resume_and_restart_of_the_kernel(
     assert len(ctr) == 3 and str(ctr.window_start.dtype).startswith("datetime64")
     frame = ex.sql(ws, "SELECT COUNT(*) AS n FROM impressions", flow="ctr")
     assert int(frame.n[0]) == len(topic_rows(ws, "impressions"))
+    assert "note" not in frame.attrs  # one row: nothing was cut
     frame = ex.sql(ws, "SELECT imp_id, label FROM label_join WHERE label = 1", flow="ctr",
                    limit=5)
     assert list(frame.columns) == ["imp_id", "label"] and len(frame) == 5
+    assert frame.attrs["note"] == "first 5 rows (more exist: raise --limit)"  # said, not silent
 
     st = ex.stop(ws, "live")
     assert st.state == "canceled" and st["label_join"].state == "canceled"

@@ -223,15 +223,15 @@ def launch(
             flink.check_target(url)  # a flow of DuckDB and Python nodes needs no cluster
         compiler = FlinkCompiler(ws, flow, plan.params, instances, experiment=exp_name,
                                  target=url, bounded=bounded)
-        compiled, outputs, states = _prepare(ws, flow, plan, runners, compiler=compiler,
-                                             to_run=to_run)
-        check_slots(flink, url, sum(int(c.job.spec.config.get("parallelism.default", "1"))
-                                     for c in compiled.values()))
         try:
+            compiled, outputs, states = _prepare(ws, flow, plan, runners, compiler=compiler,
+                                                 to_run=to_run)
+            check_slots(flink, url, sum(int(c.job.spec.config.get("parallelism.default", "1"))
+                                        for c in compiled.values()))
             _record(ws, flow, plan, exp_name, url, params=params, label=label, parent=parent,
                     outputs=outputs, states=states)
         except UltronError:
-            _discard(ws, compiled.values())
+            _discard(ws, flow, plan)  # a refused launch leaves nothing behind
             raise
         submitted = _submit_all(ws, flink, compiler, compiled, to_run, exp_name, url,
                                 bounded=bounded, timeout=timeout)

@@ -240,6 +240,7 @@ def resume(ws: Workspace, name: str, *, timeout: float = 120.0) -> ExperimentSta
     try:
         flink: FlinkRunner = runners.get("flink")  # type: ignore[assignment]
         if todo:
+            flink.check_target(exp.target)  # a cluster that is gone is the first thing to say
             needed = sum(int(load_job_spec(ws.instance_dir(j.instance_id)).config
                              .get("parallelism.default", "1")) for _, j in todo)
             check_slots(flink, exp.target, needed)

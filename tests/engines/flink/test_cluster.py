@@ -150,3 +150,22 @@ def test_rest_of_the_cluster(flink_cluster: LocalCluster) -> None:
         assert isinstance(rest.job_ids(), dict)
         assert rest.web_url("abc").endswith("/#/job/running/abc/overview")
 
+
+
+def test_down_then_up_at_once_on_the_same_port(tmp_path: Path) -> None:
+    """Connections a stopped cluster leaves in TIME_WAIT or CLOSE-WAIT on its REST port do
+    not make the next ``up`` refuse the port."""
+    port = free_port()
+    cluster = LocalCluster(Settings(home=tmp_path / ".ultron", flink_port=port), slots=1,
+                           taskmanager_memory="1024m", jobmanager_memory="768m")
+    cluster.up()
+    try:
+        clients = [FlinkRest(cluster.url) for _ in range(4)]
+        for client in clients:  # keep-alive connections the server side then closes
+            client.overview()
+        cluster.down()
+        assert cluster.up().running  # at once: no "port ... is taken"
+    finally:
+        for client in clients:
+            client.close()
+        cluster.down()
