@@ -37,10 +37,12 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+#: The runner's module, loaded by path (the runners' modules import this one).
+RUNNER_MODULE = "ultron_nb.runners.process"
 #: What a worker of each kind imports before its first run (missing ones are skipped).
 PRELOAD: dict[str, tuple[str, ...]] = {
-    "python": ("ultron_nb.runners.process", "pandas"),
-    "duckdb": ("ultron_nb.runners.process", "ultron_nb.runners.duckdb_node", "pandas"),
+    "python": (RUNNER_MODULE, "pandas"),
+    "duckdb": (RUNNER_MODULE, "ultron_nb.runners.duckdb_node", "pandas"),
 }
 ACK_TIMEOUT = 60.0  # a new worker may still be importing
 
@@ -92,8 +94,7 @@ def _fork_runner(request: Mapping[str, Any]) -> int:
         os.close(out)
         if request.get("cwd"):
             os.chdir(str(request["cwd"]))
-        from ultron_nb.runners import process
-
+        process = importlib.import_module(RUNNER_MODULE)
         code = process.run_node(str(request["spec"]), fork=True)
     except BaseException:  # the runner's last word goes to its log
         with contextlib.suppress(Exception):
