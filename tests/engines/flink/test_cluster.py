@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 
 import pytest
 
+from tests.conftest_flink import listening as _listening
 from ultron_nb.config import Settings
 from ultron_nb.engines.flink import cluster as cluster_mod
 from ultron_nb.engines.flink.cluster import LocalCluster, cluster_status, free_port
@@ -15,35 +15,6 @@ from ultron_nb.engines.flink.rest import FlinkRest
 from ultron_nb.errors import ClusterError
 
 pytestmark = pytest.mark.flink
-
-
-def _listening(pid: int) -> set[tuple[str, int]]:
-    """(address, port) of the TCP sockets ``pid`` listens on (Linux /proc)."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    out = set()
-    for table, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
-        for line in Path(table).read_text().splitlines()[1:]:
-            parts = line.split()
-            local, state, inode = parts[1], parts[3], parts[9]
-            if state != "0A" or inode not in inodes:  # 0A = LISTEN
-                continue
-            addr_hex, port_hex = local.split(":")
-            raw = bytes.fromhex(addr_hex)
-            if v6:
-                words = [raw[i:i + 4][::-1] for i in range(0, 16, 4)]
-                data = b"".join(words)
-                addr = socket.inet_ntop(socket.AF_INET6, data)
-            else:
-                addr = socket.inet_ntop(socket.AF_INET, raw[::-1])
-            out.add((addr, int(port_hex, 16)))
-    return out
 
 
 def test_every_port_is_bound_to_loopback(flink_cluster: LocalCluster) -> None:

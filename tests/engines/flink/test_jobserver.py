@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import signal
 import socket
 import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest_flink import listening as _listening
 from ultron_nb import experiments as ex
 from ultron_nb.config import Settings
 from ultron_nb.engines.flink import jobclient, wire
 from ultron_nb.engines.flink.rest import FlinkRest
 from ultron_nb.errors import SqlError
 from ultron_nb.flow.build import define_node
+from ultron_nb.processes import pid_alive
 from ultron_nb.services.datagen import clicklog_nodes, gen_clicklog
 from ultron_nb.workspace import Workspace
 
@@ -52,6 +58,7 @@ def test_a_fresh_process_launches_through_the_job_server_without_a_jvm(
         from ultron_nb import experiments
         from ultron_nb.config import Settings
         from ultron_nb.workspace import Workspace
+from tests.conftest_flink import listening as _listening
         ws = Workspace(Settings(home=Path({str(ws.settings.home)!r}),
                                 flink_port={flink_cluster.rest_port}))
         status = experiments.launch(ws, "f", name="fresh")
@@ -96,7 +103,7 @@ def test_the_job_server_submits_to_any_cluster(flink_workspace: Workspace,
 
 
 def test_without_an_answering_job_server_the_work_runs_in_this_process(
-        flink_workspace: Workspace, tmp_path: Path) -> None:
+        flink_workspace: Workspace, caplog: pytest.LogCaptureFixture) -> None:
     ws = flink_workspace
     define_flow(ws)
     home = ws.settings.home
@@ -109,8 +116,14 @@ def test_without_an_answering_job_server_the_work_runs_in_this_process(
                                                      "headers": jobclient.headers_digest({})}))
     (home / "jobserver.key").write_bytes(b"k" * 32)
     assert jobclient.find_server(ws.settings) is not None
-    status = ex.launch(ws, "f", name="here")
+    with caplog.at_level(logging.WARNING, logger=jobclient.__name__):
+        status = ex.launch(ws, "f", name="here")
     assert status["label_join"].state == "running"
+    said = [r.getMessage() for r in caplog.records if r.name == jobclient.__name__]
+    assert len(said) == 1 and "does not answer" in said[0], said  # once, not per node
+    assert jobclient.find_server(ws.settings) is None  # not tried again by this process
+    with FlinkRest(ws.settings.local_flink_url) as rest:
+        assert rest.job_ids()[status["label_join"].job_id] == "running"
 
 
 def test_only_a_holder_of_the_secret_is_served(job_server: Path) -> None:
@@ -128,3 +141,64 @@ def test_only_a_holder_of_the_secret_is_served(job_server: Path) -> None:
         wire.send(sock, {"op": "execute", "spec": {}})
         with pytest.raises(wire.WireError):
             wire.receive(sock)
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (from /proc)."""
+    found, todo = [], [pid]
+    while todo:
+        here = todo.pop()
+        found.append(here)
+        for task in Path(f"/proc/{here}/task").glob("*/children"):
+            with contextlib.suppress(OSError, ValueError):
+                todo += [int(x) for x in task.read_text().split()]
+    return found
+
+
+def _await_gone(pids: list[int], timeout: float = 60.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = [p for p in pids if pid_alive(p)]
+        if not alive:
+            return []
+        time.sleep(0.1)
+    return alive
+
+
+def test_up_starts_the_job_server_on_loopback_and_down_stops_it_and_its_jvm(
+        tmp_path: Path, flink_cluster: Any, caplog: pytest.LogCaptureFixture) -> None:
+    from ultron_nb.services import runtime
+
+    settings = Settings(home=tmp_path / ".ultron", flink_url=flink_cluster.url)
+    ws = Workspace(settings)
+    status = runtime.up(ws)
+    tree: list[int] = []
+    try:
+        pid = status.jobserver_pid
+        assert pid and jobclient.server_pid(settings) == pid and "job server: running" in str(
+            status)
+        assert jobclient.await_ready(settings, timeout=300)  # its JVM runs (and is warm)
+        tree = _tree(pid)
+        assert len(tree) > 1, "the JVM is a child of the job server"
+        listening = {address for p in tree for address in _listening(p)}
+        assert listening and {ip for ip, _ in listening} <= {"127.0.0.1", "::ffff:127.0.0.1",
+                                                              "::1"}, listening
+    finally:
+        notes = runtime.down(ws).notes
+    assert "job server stopped" in notes
+    assert _await_gone(tree) == [], "the job server or its JVM outlived down"
+    assert not (settings.home / "jobserver.json").exists()
+    assert jobclient.server_pid(settings) is None
+
+    # A job server killed outright: its JVM follows it, a process falls back with one line.
+    pid = jobclient.start_server(settings)
+    tree = _tree(pid)
+    os.kill(pid, signal.SIGKILL)
+    assert _await_gone(tree) == [], "the JVM outlived its killed job server"
+    with caplog.at_level(logging.WARNING, logger=jobclient.__name__):
+        assert jobclient.find_server(settings) is None
+        assert jobclient.find_server(settings) is None
+    said = [r.getMessage() for r in caplog.records if r.name == jobclient.__name__]
+    assert len(said) == 1 and f"its process {pid} is gone" in said[0], said
+    assert jobclient.stop_server(settings) is False
+    assert not (settings.home / "jobserver.json").exists()  # the stale record is cleared

@@ -48,6 +48,8 @@ HEADERS_ENV = "FLINK_REST_CLIENT_HEADERS"
 CALL_TIMEOUT = 300.0
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 _warned: set[str] = set()
+#: Job servers (pid, port) that did not answer: this process no longer tries them.
+_gone: set[tuple[int, int]] = set()
 
 
 def paths(settings: Settings) -> dict[str, Path]:
@@ -151,10 +153,14 @@ def start_server(settings: Settings, *, warm_after: str | None = None,
 
 
 def stop_server(settings: Settings, *, timeout: float = 30.0) -> bool:
-    """Stop the job server (SIGTERM, then SIGKILL after ``timeout``); False if none ran."""
+    """Stop the job server (SIGTERM, then SIGKILL after ``timeout``) and its JVM (which exits
+    when its parent's pipe closes; killed by its pid if it has not within a few seconds);
+    False if none ran. A record a killed server left behind is removed."""
     pid = server_pid(settings)
     if not pid or pid < 0:
+        _remove_stale_record(settings)
         return False
+    jvms = _children_of(pid)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
@@ -168,7 +174,36 @@ def stop_server(settings: Settings, *, timeout: float = 30.0) -> bool:
     if child is not None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(timeout=5)
+    deadline = time.monotonic() + 10.0
+    while any(pid_alive(p) for p in jvms) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for jvm in jvms:
+        if pid_alive(jvm):
+            log.warning("the job server's JVM %d outlived it: killing it", jvm)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(jvm, signal.SIGKILL)
+    _remove_stale_record(settings)
     return True
+
+
+def _children_of(pid: int) -> list[int]:
+    """The child processes of ``pid`` (Linux ``/proc``; none elsewhere)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError, ValueError):
+            found += [int(x) for x in task.read_text().split()]
+    return found
+
+
+def _remove_stale_record(settings: Settings) -> None:
+    """Remove the record and secret of a job server that no longer runs."""
+    if server_pid(settings) is not None:
+        return
+    p = paths(settings)
+    for name in ("record", "key"):
+        with contextlib.suppress(OSError):
+            if not p[name].is_symlink():  # a link to another home's server is not ours
+                p[name].unlink()
 
 
 def await_ready(settings: Settings, *, timeout: float = 120.0) -> bool:
@@ -255,7 +290,10 @@ def find_server(settings: Settings) -> Server | None:
         pid, port = int(record["pid"]), int(record["port"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    if (pid, port) in _gone:
+        return None
     if not pid_alive(pid):
+        _give_up(pid, port, f"its process {pid} is gone", settings.home)
         return None
     server = Server(pid, port, key, str(record.get("headers", "")))
     if server.headers != headers_digest(settings.flink_headers):
@@ -266,6 +304,14 @@ def find_server(settings: Settings) -> Server | None:
                         "`ultron down` and `ultron up`)", settings.home)
         return None
     return server
+
+
+def _give_up(pid: int, port: int, why: str, home: Path) -> None:
+    """Remember a job server that cannot serve; say so once (the work runs here)."""
+    if (pid, port) not in _gone:
+        _gone.add((pid, port))
+        log.warning("the job server of %s does not answer (%s): Flink jobs compile and "
+                    "submit in this process", home, why)
 
 
 # ---------------------------------------------------------------- the three calls
@@ -279,8 +325,7 @@ def compile_job(settings: Settings, spec: JobSpec, sink_ddl_for: Any) -> Compile
         try:
             return _compile_remote(server, spec, sink_ddl_for)
         except ServerGone as exc:
-            log.warning("the job server did not answer (%s): compiling %s in this process",
-                        exc, spec.node)
+            _give_up(server.pid, server.address[1], str(exc), settings.home)
     return submit.compile_job(spec, sink_ddl_for)
 
 
@@ -322,8 +367,7 @@ def submit(settings: Settings, job: CompiledJob, rest: Any, *, name: str | None 
             try:
                 job_id = _submit_remote(server, job, rest, name)
             except ServerGone as exc:
-                log.warning("the job server did not answer (%s): submitting %s from this "
-                            "process", exc, spec.node)
+                _give_up(server.pid, server.address[1], str(exc), settings.home)
         if job_id is None:
             job_id = local.execute(local.prepare(spec), url=rest.url, name=name)
     else:
