@@ -58,7 +58,6 @@ def test_a_fresh_process_launches_through_the_job_server_without_a_jvm(
         from ultron_nb import experiments
         from ultron_nb.config import Settings
         from ultron_nb.workspace import Workspace
-from tests.conftest_flink import listening as _listening
         ws = Workspace(Settings(home=Path({str(ws.settings.home)!r}),
                                 flink_port={flink_cluster.rest_port}))
         status = experiments.launch(ws, "f", name="fresh")

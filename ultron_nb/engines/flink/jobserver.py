@@ -50,6 +50,8 @@ from ultron_nb.errors import UltronError
 
 log = logging.getLogger(__name__)
 
+#: PyFlink's switch for how Python UDF workers start ("process": by the task managers).
+LOOPBACK_MODE_ENV = "_python_worker_execution_mode"
 #: Compiled environments kept for their submission: at most this many, this long (s).
 KEEP = 64
 KEEP_FOR = 900.0
@@ -221,6 +223,10 @@ def serve(home: Path, *, warm_after: str | None, stop: threading.Event | None = 
     settings = Settings(home=home)
     p = paths(settings)
     home.mkdir(parents=True, exist_ok=True)
+    # PyFlink starts a gRPC "loopback" server for Python UDF workers, bound to every
+    # interface, for each table environment created before its target is set (all of ours):
+    # the jobs it compiles run on a cluster, whose task managers start those workers.
+    os.environ.setdefault(LOOPBACK_MODE_ENV, "process")
     lock = os.open(p["lock"], os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
