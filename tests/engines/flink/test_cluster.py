@@ -123,20 +123,36 @@ def test_rest_of_the_cluster(flink_cluster: LocalCluster) -> None:
 
 
 
-def test_down_then_up_at_once_on_the_same_port(tmp_path: Path) -> None:
+def test_down_then_up_at_once_on_the_same_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               caplog: pytest.LogCaptureFixture) -> None:
     """Connections a stopped cluster leaves in TIME_WAIT or CLOSE-WAIT on its REST port do
-    not make the next ``up`` refuse the port."""
+    not make the next ``up`` refuse the port; and a port probed free but taken before its
+    daemon bound it makes ``up`` start again on other ports."""
     port = free_port()
     cluster = LocalCluster(Settings(home=tmp_path / ".ultron", flink_port=port), slots=1,
                            taskmanager_memory="1024m", jobmanager_memory="768m")
     cluster.up()
+    taken = socket.socket()
     try:
         clients = [FlinkRest(cluster.url) for _ in range(4)]
         for client in clients:  # keep-alive connections the server side then closes
             client.overview()
         cluster.down()
-        assert cluster.up().running  # at once: no "port ... is taken"
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        calls = []
+
+        def probe() -> int:  # the task manager's RPC port of the first try is taken
+            calls.append(1)
+            return taken.getsockname()[1] if len(calls) == 2 else free_port()
+
+        monkeypatch.setattr(cluster_mod, "free_port", probe)
+        with caplog.at_level("WARNING", logger=cluster_mod.__name__):
+            assert cluster.up().running  # at once: no "port ... is taken"
+        assert len(calls) == 12  # two tries of six ports
+        assert any("could not bind its port" in r.getMessage() for r in caplog.records)
     finally:
+        taken.close()
         for client in clients:
             client.close()
         cluster.down()

@@ -43,6 +43,10 @@ LOOPBACK = "127.0.0.1"
 DAEMONS = ("standalonesession", "taskexecutor")
 _LOG_MARKERS = ("ERROR", "Exception", "Caused by", "Error:", "error:", "BindException",
                 "Address already in use", "Could not", "Failed", "FATAL")
+#: What a daemon's log says when a port it was given was taken meanwhile; how often ``up``
+#: then tries again on other ports.
+_BIND_MARKERS = ("BindException", "Address already in use", "failed to bind")
+START_ATTEMPTS = 3
 
 
 def pyflink_home() -> Path:
@@ -407,40 +411,50 @@ class LocalCluster:
             )
             raise ClusterError(f"port {self.rest_port} on {LOOPBACK} is taken; {hint}")
 
-        ports = {name: free_port() for name in (
-            "jobmanager_rpc", "taskmanager_rpc", "taskmanager_data", "blob",
-            "jobmanager_query_service", "taskmanager_query_service")}
         for folder in (self.log_dir, self.pid_dir, self.tmp_dir, self.checkpoint_dir,
                        self.savepoint_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1, START_ATTEMPTS + 1):
+            started = time.time()
+            try:
+                status = self._start(started)
+                break
+            except ClusterError as exc:
+                self.down()
+                # A port probed free was taken before its daemon bound it (another process's
+                # connection, on a busy machine): new ports, another try.
+                if attempt == START_ATTEMPTS or not any(m in str(exc) for m in _BIND_MARKERS):
+                    raise
+                log.warning("a Flink daemon could not bind its port (attempt %d): starting "
+                            "again on other ports", attempt)
+        log.info("local Flink cluster up at %s in %.1f s", status.url, time.time() - started)
+        return status
+
+    def _start(self, started: float) -> ClusterStatus:
+        """Start both daemons on free ports; their status once REST lists a task manager."""
+        ports = {name: free_port() for name in (
+            "jobmanager_rpc", "taskmanager_rpc", "taskmanager_data", "blob",
+            "jobmanager_query_service", "taskmanager_query_service")}
         self._clear_stale_pid_files()
         self.write_conf(ports)
-        started = time.time()
         self.state_file.write_text(json.dumps(
             {"rest_port": self.rest_port, "ports": ports, "started_at": started,
              "conf_dir": str(self.conf_dir), "slots": self.slots}, indent=2))
-        try:
-            # Both daemons start at once (each script runs a JVM of its own to size memory
-            # before it launches its daemon); each runs its own metrics query service on a
-            # port of its own.
-            spawned = [(script, self._spawn_script(
-                script, "start", "-D", f"metrics.internal.query-service.port={port}"))
-                for script, port in (("jobmanager.sh", ports["jobmanager_query_service"]),
-                                     ("taskmanager.sh", ports["taskmanager_query_service"]))]
-            failures = []
-            for script, proc in spawned:  # both end before anything is reported or stopped
-                try:
-                    self._finish_script(script, "start", proc)
-                except ClusterError as exc:
-                    failures.append(exc)
-            if failures:
-                raise failures[0]
-            status = self._await_ready(started)
-        except ClusterError:
-            self.down()
-            raise
-        log.info("local Flink cluster up at %s in %.1f s", status.url, time.time() - started)
-        return status
+        # Both daemons start at once (each script runs a JVM of its own to size memory before
+        # it launches its daemon); each runs its own metrics query service on its own port.
+        spawned = [(script, self._spawn_script(
+            script, "start", "-D", f"metrics.internal.query-service.port={port}"))
+            for script, port in (("jobmanager.sh", ports["jobmanager_query_service"]),
+                                 ("taskmanager.sh", ports["taskmanager_query_service"]))]
+        failures = []
+        for script, proc in spawned:  # both end before anything is reported or stopped
+            try:
+                self._finish_script(script, "start", proc)
+            except ClusterError as exc:
+                failures.append(exc)
+        if failures:
+            raise failures[0]
+        return self._await_ready(started)
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
