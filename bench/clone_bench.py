@@ -9,12 +9,15 @@ experiment ``base`` (this also warms the kernel's JVM gateway, as in a notebook)
 * **clone**: ``clone base → next`` changing only the last node's parameter (every other node
   is shared),
 
-alternating for ``--rounds`` rounds and keeping each side's best. Each time runs from the
+for ``--rounds`` rounds (at least 3). Each round's ratio compares that round's clone with that
+round's fresh launch; the figures are medians over the rounds (never the best), with their
+spread (max - min) and the load average at each round's start. Each time runs from the
 command until every Flink job of the new experiment is RUNNING. ``jobs_launched`` counts the
 jobs the clone added on the cluster (asked from Flink's REST API).
 
 Last line: ``{"nodes", "changed_nodes", "jobs_launched", "clone_s", "fresh_s", "ratio"}``
-with ``ratio = clone_s / fresh_s`` (target ≤ 0.2 when only the last node changes).
+with ``ratio`` the median of the rounds' ``clone_s / fresh_s`` (goal <= 0.15 when only the last
+node changes), plus ``ratio_spread``, ``clone_s_spread``, ``fresh_s_spread``, ``load_avg``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -84,7 +89,7 @@ def cancel_all(url: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stages", type=int, default=5, help="filter stages in the chain")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     root = Path(tempfile.mkdtemp(prefix="clone-bench-"))
@@ -95,8 +100,10 @@ def main() -> None:
     try:
         url = cluster.url
         clone_times, fresh_times, launched = [], [], 0
+        loads: list[float] = []
         nodes = 0
-        for r in range(args.rounds):
+        for r in range(max(3, args.rounds)):
+            loads.append(round(os.getloadavg()[0], 1))
             base_ws = Workspace(Settings(home=root / f"base{r}", flink_port=port))
             gen_clicklog(base_ws.settings, rate=10, duration=300, partitions=2, seed=r)
             names = define(base_ws, args.stages)
@@ -119,10 +126,17 @@ def main() -> None:
             assert all(n.state == "running" for n in result.status.nodes  # type: ignore[union-attr]
                        if n.job_id), str(result)
             cancel_all(url)
-        clone_s, fresh_s = min(clone_times), min(fresh_times)
+        ratios = [c / f for c, f in zip(clone_times, fresh_times, strict=True)]
         print(json.dumps({"nodes": nodes, "changed_nodes": 1, "jobs_launched": launched,
-                          "clone_s": round(clone_s, 3), "fresh_s": round(fresh_s, 3),
-                          "ratio": round(clone_s / fresh_s, 3)}))
+                          "clone_s": round(statistics.median(clone_times), 3),
+                          "fresh_s": round(statistics.median(fresh_times), 3),
+                          "ratio": round(statistics.median(ratios), 3),
+                          "ratio_spread": round(max(ratios) - min(ratios), 3),
+                          "clone_s_spread": round(max(clone_times) - min(clone_times), 3),
+                          "fresh_s_spread": round(max(fresh_times) - min(fresh_times), 3),
+                          "clone_s_all": [round(t, 3) for t in clone_times],
+                          "fresh_s_all": [round(t, 3) for t in fresh_times],
+                          "load_avg": loads, "rounds": len(ratios)}))
     finally:
         cluster.down()
         shutil.rmtree(root, ignore_errors=True)

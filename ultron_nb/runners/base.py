@@ -13,6 +13,10 @@ experiment lifecycle, the scheduler) ask the runner, not the kind:
   it, so each trigger runs exactly once even if the scheduler dies mid-launch;
 - ``needs_cluster``: it needs the Flink cluster of the experiment.
 
+Runners of ``runs_per_trigger`` kinds also say how many runs of one instance are under way
+(:meth:`NodeRunner.active_runs`) and may be at once (:meth:`NodeRunner.run_limit`); the
+scheduler starts a trigger's run only below the limit.
+
 :class:`RunSpec` is everything a runner gets about one run. The registry
 (:mod:`ultron_nb.runners.registry`) maps kinds to runner classes by module path.
 """
@@ -23,7 +27,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ultron_nb.events.keys import NodeState
+from ultron_nb.events.keys import ACTIVE, NodeState
 
 if TYPE_CHECKING:
     from ultron_nb.flow import Node
@@ -135,6 +139,18 @@ class NodeRunner(ABC):
     def state(self, spec: RunSpec) -> NodeState | None:
         report = self.report(spec)
         return report.state if report else None
+
+    def active_runs(self, spec: RunSpec) -> int:
+        """How many runs of ``spec``'s instance are under way (a job counts as one)."""
+        return 1 if self.state(spec) in ACTIVE else 0
+
+    def run_limit(self, spec: RunSpec) -> int:
+        """How many runs of ``spec``'s instance may be under way at once: a trigger of a
+        ``runs_per_trigger`` runner waits while that many are."""
+        return 1
+
+    def warm_up(self) -> None:  # noqa: B027 - optional
+        """Start what makes later starts fast (the scheduler calls it when it starts)."""
 
     def maintain(self) -> None:  # noqa: B027 - optional housekeeping
         """Periodic housekeeping (the scheduler calls it every few seconds)."""

@@ -31,7 +31,7 @@ from ultron_nb.flow import Node
 from ultron_nb.flow.sqltext import substitute
 from ultron_nb.runners.base import RunSpec
 from ultron_nb.runners.context import NodeContext
-from ultron_nb.runners.python_node import PythonRunner
+from ultron_nb.runners.python_node import PythonRunner, concurrent_runs
 from ultron_nb.store import experiments as repo
 from ultron_nb.store import open_database
 
@@ -62,6 +62,7 @@ class DuckDBRunner(PythonRunner):
 
     def check(self, spec: RunSpec) -> None:
         check_node(spec.node, spec.params)
+        concurrent_runs(spec.node)
 
     def planned_output(self, spec: RunSpec) -> dict[str, Any]:
         return {"kind": "dataset", "layout": "files",

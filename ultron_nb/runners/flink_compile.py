@@ -4,8 +4,9 @@
 per partition), a Kafka topic, a dataset, the output of an upstream Flink node (its sink
 files, with the producer's watermark) or of a DuckDB/Python node (its files) — substitutes
 the node's parameters, plans the query, plans the sink, and has the whole ``INSERT``
-optimized: invalid SQL raises :class:`~ultron_nb.errors.SqlError` naming the node before
-anything is submitted.
+optimized — on the job server when one runs (:mod:`ultron_nb.engines.flink.jobclient`):
+invalid SQL raises :class:`~ultron_nb.errors.SqlError` naming the node before anything is
+submitted.
 """
 
 from __future__ import annotations
@@ -174,7 +175,8 @@ class FlinkCompiler:
     def compile(self, name: str, *, extra_params: Mapping[str, str] | None = None
                 ) -> CompiledNode:
         """Declare inputs and sink of flink node ``name`` and validate its SQL."""
-        from ultron_nb.engines.flink.submit import JobSpec, compile_job
+        from ultron_nb.engines.flink import jobclient
+        from ultron_nb.engines.flink.submit import JobSpec
 
         node = self.flow[name]
         instance = self.instances[name]
@@ -210,6 +212,6 @@ class FlinkCompiler:
             output.update(record)
             return text
 
-        compiled = compile_job(spec, sink_ddl)
+        compiled = jobclient.compile_job(self.ws.settings, spec, sink_ddl)
         self.outputs[name] = output
         return CompiledNode(name, instance, compiled, output, depends)

@@ -1,8 +1,9 @@
 """The runner of Flink SQL nodes: one Flink job per node instance, on the experiment's cluster.
 
 Starting compiles the node (:mod:`ultron_nb.runners.flink_compile`), clears the instance's
-output unless it restores a savepoint, records a ``jobs`` row (``submitting``), submits, and
-records the Flink job id. Jobs are named per attempt (``ultron EXP/NODE [instance] #N``), so
+output unless it restores a savepoint, records a ``jobs`` row (``submitting``), submits (on
+the job server when one runs: :mod:`ultron_nb.engines.flink.jobclient`), and records the
+Flink job id. Jobs are named per attempt (``ultron EXP/NODE [instance] #N``), so
 a start interrupted between Flink accepting the job and the store recording its id is
 *adopted* later (found on the cluster by that name), never submitted twice.
 
@@ -147,7 +148,7 @@ class FlinkRunner(NodeRunner):
     def submit(self, item: CompiledNode, target: str, *, savepoint: str | None = None,
                trigger_id: int | None = None) -> tuple[int, str]:
         """Submit a compiled node; record the job. Returns (job row id, Flink job id)."""
-        from ultron_nb.engines.flink.submit import submit
+        from ultron_nb.engines.flink import jobclient
 
         rest = self.rest(target)
         folder = self.ws.instance_dir(item.instance)
@@ -163,7 +164,8 @@ class FlinkRunner(NodeRunner):
                                savepoint=savepoint, trigger_id=trigger_id)
             repo.set_instance_state(conn, item.instance, NodeState.SUBMITTING)
         try:
-            job_id = submit(item.job, rest, name=job_name(item.job.spec, attempt))
+            job_id = jobclient.submit(self.ws.settings, item.job, rest,
+                                      name=job_name(item.job.spec, attempt))
         except UltronError as exc:
             with self.ws.db.write() as conn:
                 repo.update_job(conn, row.id, state=NodeState.FAILED, error=str(exc),
@@ -191,13 +193,13 @@ class FlinkRunner(NodeRunner):
 
     def restorable(self, instance_id: str, savepoint: str) -> CompiledNode:
         """The job an instance last ran, set to restore ``savepoint``."""
-        from ultron_nb.engines.flink.submit import prepare
+        from ultron_nb.engines.flink import jobclient
 
         spec = load_job_spec(self.ws.instance_dir(instance_id))
         spec.config["execution.savepoint.path"] = savepoint
         with self.ws.db.read() as conn:
             inst = repo.get_instance(conn, instance_id)
-        return CompiledNode(spec.node, instance_id, prepare(spec),
+        return CompiledNode(spec.node, instance_id, jobclient.prepare(self.ws.settings, spec),
                             dict(inst.output) if inst else {}, [])
 
     def start(self, spec: RunSpec, *, savepoint: str | None = None) -> None:

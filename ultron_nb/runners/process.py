@@ -1,7 +1,9 @@
 """The processes of one scheduler-run node run (Python and DuckDB nodes).
 
 ``python -m ultron_nb.runners.process run-node SPEC`` is the *runner* process (its own
-session, so it outlives the scheduler). In ONE transaction it claims the run's trigger,
+session, so it outlives the scheduler) — or the same code in a process a warm worker forked
+(:mod:`ultron_nb.runners.warm`), which then forks the node's child instead of starting an
+interpreter. In ONE transaction it claims the run's trigger,
 records a ``jobs`` row (attempt, trigger, pid) and sends the ``running`` status event; a
 trigger it cannot claim (already claimed, cancelled or suspended by a stop) does not run. It
 then runs the node in a child process — forked from itself when the node runs on the same
@@ -19,6 +21,7 @@ import inspect
 import json
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -87,62 +90,106 @@ def _claim(db: Any, spec: dict[str, Any]) -> tuple[int, int, Path] | None:
     return job.id, attempt, log_path
 
 
-class _Forked:
-    """The node's child process made by ``fork`` (the part of ``Popen`` that
-    :func:`_supervise` uses)."""
+class ForkedChild:
+    """A child this process forked, waited for like a :class:`subprocess.Popen`."""
 
     def __init__(self, pid: int):
         self.pid = pid
         self.returncode: int | None = None
+        try:
+            self._fd: int | None = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            self._fd = None
 
     def poll(self) -> int | None:
         if self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = self.pid, 0
             if pid:
                 self.returncode = os.waitstatus_to_exitcode(status)
+                if self._fd is not None:
+                    os.close(self._fd)
+                    self._fd = None
         return self.returncode
 
     def wait(self, timeout: float) -> int:
         deadline = time.monotonic() + timeout
+        delay = 0.0005
         while self.poll() is None:
-            if time.monotonic() >= deadline:
-                raise subprocess.TimeoutExpired("exec-node", timeout)
-            time.sleep(0.01)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout)
+            if self._fd is not None:
+                select.select([self._fd], [], [], remaining)  # readable once it exited
+            else:
+                time.sleep(min(delay, remaining))
+                delay = min(delay * 2, 0.05)
         assert self.returncode is not None
         return self.returncode
 
     def send_signal(self, signo: int) -> None:
-        if self.poll() is None:
+        if self.returncode is None:
             os.kill(self.pid, signo)
 
     def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            self.send_signal(signal.SIGKILL)
 
 
-def _forked_node(spec_path: str, attempt: int, log_path: Path, out: Any) -> None:
-    """In the forked child: the node's standard streams go to its log, the runner's signal
-    handlers are undone, the node runs; the process ends with the node's exit code."""
+def _fork_node(spec: dict[str, Any], spec_path: str, attempt: int, log_path: Path,
+               out: Any) -> ForkedChild:
+    """Fork the child that runs the node: in its working directory, standard input from
+    ``/dev/null``, its output to the run's log, the runner's signal handlers undone."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return ForkedChild(pid)
     code = 1
     try:
-        for signo in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signo, signal.SIG_DFL if signo == signal.SIGTERM
-                          else signal.default_int_handler)
+        os.chdir(spec["cwd"])
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(out.fileno(), 1)
         os.dup2(out.fileno(), 2)
-        code = exec_node(spec_path, attempt, str(log_path))
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:  # the node's own failure: its traceback goes to its log
-        traceback.print_exc()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        sys.argv = [__file__, "exec-node", spec_path, str(attempt), str(log_path)]
+        code = _run_as_main(spec_path, attempt, str(log_path))
     finally:
-        try:
-            atexit._run_exitfuncs()  # what the node registered (e.g. MLflow ending its run)
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+        os._exit(code)
+
+
+def _run_as_main(spec_path: str, attempt: int, log_path: str) -> int:
+    """Run the node in a forked child as a fresh interpreter would: the traceback of an
+    error and exit status 1, ``sys.exit`` honoured, then non-daemon threads joined and
+    ``atexit`` handlers run (MLflow ends its runs there)."""
+    if "numpy" in sys.modules:  # forked children must not share the parent's random state
+        with contextlib.suppress(Exception):
+            sys.modules["numpy"].random.seed()
+    code = 1
+    try:
+        code = exec_node(spec_path, attempt, log_path)
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            code = int(exc.code or 0)
+        else:
+            sys.stderr.write(f"{exc.code}\n")
+            code = 1
+    except BaseException:  # the user's error goes to the run's log
+        traceback.print_exc()
+        code = 1
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    with contextlib.suppress(Exception):
+        atexit._run_exitfuncs()
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return code
 
 
 def _start_child(spec: dict[str, Any], spec_path: str, attempt: int, log_path: Path,
@@ -152,13 +199,7 @@ def _start_child(spec: dict[str, Any], spec_path: str, attempt: int, log_path: P
     of the runner's latency); a fresh ``python -m ... exec-node`` for another one."""
     if hasattr(os, "fork") and os.path.realpath(spec["python"]) == \
             os.path.realpath(sys.executable):
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        pid = os.fork()
-        if pid == 0:
-            os.chdir(spec["cwd"])
-            _forked_node(spec_path, attempt, log_path, out)
-        return _Forked(pid)
+        return _fork_node(spec, spec_path, attempt, log_path, out)
     return subprocess.Popen(
         [spec["python"], "-m", "ultron_nb.runners.process", "exec-node", spec_path,
          str(attempt), str(log_path)],

@@ -1,10 +1,16 @@
 """The runner of Python nodes: each trigger is one run in processes of its own.
 
-A start writes the run's spec under ``<home>/runs/<experiment>/`` and spawns the runner
-process (:mod:`ultron_nb.runners.process`), which claims the trigger and records the run; a
-stop sends SIGTERM to the runner's process group; the state is the latest ``jobs`` row of the
-instance (a ``running`` run whose runner vanished is ``failed``, and :meth:`maintain`
-records it so).
+A start writes the run's spec under ``<home>/runs/<experiment>/`` and has the warm worker
+of the kind fork the runner process (:mod:`ultron_nb.runners.warm`; a fresh interpreter when
+no worker can), which claims the trigger and records the run (:mod:`ultron_nb.runners.process`)
+and forks the child that runs the node; a stop sends SIGTERM to the runner's process group;
+the state is the latest ``jobs`` row of the instance (a ``running`` run whose runner
+vanished is ``failed``, and :meth:`maintain` records it so).
+
+Several runs of one node may be under way at once: up to its ``--option
+max_concurrent_runs=N`` (default :data:`DEFAULT_CONCURRENT_RUNS`), except runs of
+event-time windows (``--after X --boundary``), which run one at a time, in window order (a
+window's run may build on the previous one's).
 """
 
 from __future__ import annotations
@@ -18,16 +24,36 @@ import sys
 import time
 from typing import Any, ClassVar
 
-from ultron_nb.errors import EngineError
+from ultron_nb.errors import ConfigError, EngineError
 from ultron_nb.events import append_event
 from ultron_nb.events.keys import SENDER_RUNNER, NodeState, normalize, status_key
 from ultron_nb.files import open_private
 from ultron_nb.processes import process_alive
 from ultron_nb.runners.base import NodeReport, NodeRunner, RunSpec
+from ultron_nb.runners.warm import WarmWorker, WorkerGone
 from ultron_nb.store import experiments as repo
 from ultron_nb.store.experiments import JobRow
 
 log = logging.getLogger(__name__)
+
+#: Runs of one node under way at once, unless its ``--option max_concurrent_runs`` says.
+DEFAULT_CONCURRENT_RUNS = 4
+CONCURRENCY_OPTION = "max_concurrent_runs"
+
+
+def concurrent_runs(node: Any) -> int:
+    """The node's bound on runs under way at once; ConfigError naming it when invalid."""
+    text = node.option_dict.get(CONCURRENCY_OPTION)
+    if text is None:
+        return DEFAULT_CONCURRENT_RUNS
+    try:
+        value = int(str(text))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{node.kind} node {node.name!r}: --option {CONCURRENCY_OPTION}="
+                          f"{text} is not a whole number of at least 1")
+    return value
 
 
 class PythonRunner(NodeRunner):
@@ -40,15 +66,45 @@ class PythonRunner(NodeRunner):
     engine: ClassVar[str] = "python"
     stop_grace: float = 10.0
 
-    def __init__(self, ws: Any, *, python: str | None = None):
+    def __init__(self, ws: Any, *, python: str | None = None, warm: bool = True):
         super().__init__(ws)
         self.python = python or sys.executable
-        self._children: list[subprocess.Popen[bytes]] = []
+        self._children: list[Any] = []  # Popen, or RunnerHandle of a warm worker's runner
+        self._warm = warm
+        self._worker: WarmWorker | None = None
+
+    @property
+    def worker(self) -> WarmWorker | None:
+        """The warm worker of this kind (made on first use; None when ``warm`` is off)."""
+        if self._worker is None and self._warm:
+            home = self.ws.home
+            self._worker = WarmWorker(self.kind, python=self.python, env=self._env(),
+                                      cwd=home.parent,
+                                      log_file=home / "logs" / f"worker-{self.kind}.log")
+        return self._worker
+
+    def _env(self) -> dict[str, str]:
+        return dict(os.environ, ULTRON_HOME=str(self.ws.home), ULTRON_DB_URL=self.ws.db.url,
+                    PYTHONUNBUFFERED="1")
+
+    def warm_up(self) -> None:
+        """Start the warm worker now, so that the first run does not wait for its imports."""
+        if self.worker is not None:
+            self.worker.start()
 
     # ------------------------------------------------------------------ checks
     def check(self, spec: RunSpec) -> None:
         if not spec.node.function:
             raise EngineError(f"python node {spec.name!r} names no function to call")
+        concurrent_runs(spec.node)
+
+    def run_limit(self, spec: RunSpec) -> int:
+        if spec.trigger is not None and spec.trigger.window is not None:
+            return 1  # event-time windows run one at a time, in order
+        return concurrent_runs(spec.node)
+
+    def active_runs(self, spec: RunSpec) -> int:
+        return sum(1 for r in self._running(spec.instance_id) if process_alive(r.external_id))
 
     def planned_output(self, spec: RunSpec) -> dict[str, Any]:
         """Where ``ctx.output_path`` points: readers downstream look there."""
@@ -82,13 +138,23 @@ class PythonRunner(NodeRunner):
         tmp.replace(path)
         logs = home / "logs" / spec.experiment
         logs.mkdir(parents=True, exist_ok=True, mode=0o700)
-        env = dict(os.environ, ULTRON_HOME=str(home), ULTRON_DB_URL=self.ws.db.url,
-                   PYTHONUNBUFFERED="1")
+        worker = self.worker
+        if worker is not None:
+            try:
+                handle = worker.launch(path, logs / "runner.log", str(home.parent))
+            except WorkerGone as exc:
+                log.warning("%s node %s: %s; starting a fresh interpreter", self.engine,
+                            spec.label, exc)
+            else:
+                self._children.append(handle)
+                log.info("%s node %s: runner pid %d forked by the warm worker (trigger %d)",
+                         self.engine, spec.label, handle.pid, spec.trigger.id)
+                return
         with os.fdopen(open_private(logs / "runner.log"), "ab") as err:
             try:
                 child = subprocess.Popen(
                     [self.python, "-m", "ultron_nb.runners.process", "run-node", str(path)],
-                    cwd=str(home.parent), env=env, stdin=subprocess.DEVNULL,
+                    cwd=str(home.parent), env=self._env(), stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
                 )
             except OSError as exc:
@@ -162,3 +228,5 @@ class PythonRunner(NodeRunner):
 
     def close(self) -> None:
         self.maintain()
+        if self._worker is not None:
+            self._worker.close()

@@ -64,9 +64,10 @@ def daemon_status(settings: Settings) -> int | None:
         os.close(fd)
 
 
-def start_daemon(settings: Settings, *, timeout: float = 30.0,
-                 env: Mapping[str, str] | None = None, args: Sequence[str] = ()) -> int:
-    """Start the scheduler daemon for ``settings`` (if none runs); its pid."""
+def spawn_daemon(settings: Settings, *, env: Mapping[str, str] | None = None,
+                 args: Sequence[str] = ()) -> subprocess.Popen[bytes] | int:
+    """Start the scheduler daemon for ``settings`` unless one runs (then its pid); see
+    :func:`await_daemon`."""
     running = daemon_status(settings)
     if running and running > 0:
         return running
@@ -88,16 +89,32 @@ def start_daemon(settings: Settings, *, timeout: float = 30.0,
                                 start_new_session=True, cwd=str(settings.home.parent),
                                 env=environment)
     _CHILDREN[proc.pid] = proc
+    return proc
+
+
+def await_daemon(settings: Settings, started: subprocess.Popen[bytes] | int, *,
+                 timeout: float = 30.0) -> int:
+    """Wait until the daemon :func:`spawn_daemon` started holds the store's lock; its pid."""
+    if isinstance(started, int):
+        return started
+    proc = started
+    _, _, log_file = paths(settings)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             _CHILDREN.pop(proc.pid, None)
-            tail = _tail(log_file) or _tail(out_file)
+            tail = _tail(log_file) or _tail(log_file.with_suffix(".out"))
             raise UltronError("the scheduler did not start: " + " | ".join(tail))
         if daemon_status(settings) == proc.pid:
             return proc.pid
         time.sleep(0.02)
     raise UltronError(f"the scheduler did not start within {timeout:.0f} s (see {log_file})")
+
+
+def start_daemon(settings: Settings, *, timeout: float = 30.0,
+                 env: Mapping[str, str] | None = None, args: Sequence[str] = ()) -> int:
+    """Start the scheduler daemon for ``settings`` (if none runs); its pid."""
+    return await_daemon(settings, spawn_daemon(settings, env=env, args=args), timeout=timeout)
 
 
 def _tail(path: Path, lines: int = 3) -> list[str]:
@@ -169,6 +186,7 @@ def run_forever(settings: Settings, runners: Mapping[str, str] | None = None, *,
             signal.signal(signal.SIGINT, on_signal)
         scheduler = Scheduler(db, settings, Runners.for_store(
             settings, db, dict(runners) if runners else None))
+        scheduler.warm_up()
         log.info("scheduler %d running for %s", os.getpid(), settings.home)
         scheduler.run(stop)
     finally:

@@ -81,7 +81,8 @@ class Scheduler:
         self._flows: dict[tuple[str, int], Any] = {}
         self._model: Model | None = None
         self._model_at = 0.0
-        self._inflight: dict[int, float] = {}  # claimed-by-runner triggers launched: when
+        #: Triggers launched whose runner claims them itself: when, and their node.
+        self._inflight: dict[int, tuple[float, tuple[str, str]]] = {}
         self._drive_due = True
         self._waiting = False
         self._driven_at = 0.0
@@ -252,7 +253,8 @@ class Scheduler:
 
     # ------------------------------------------------------------------ carrying out
     def _drive(self) -> None:
-        """Carry out pending triggers, oldest first, one at a time per node."""
+        """Carry out pending triggers, oldest first; the runs of one node in order, at most
+        as many at once as its runner allows."""
         self._drive_due = False
         self._waiting = False
         self._driven_at = time.monotonic()
@@ -269,9 +271,8 @@ class Scheduler:
             if here in busy and row.action != "stop":
                 continue
             launched = self._inflight.get(row.id)
-            if launched is not None and time.monotonic() - launched < self.claim_grace:
-                busy.add(here)  # its runner has not claimed it yet
-                continue
+            if launched is not None and time.monotonic() - launched[0] < self.claim_grace:
+                continue  # its runner has not claimed it yet (it counts as under way)
             if launched is not None:
                 log.warning("trigger %d was not claimed within %.0f s; launching it again",
                             row.id, self.claim_grace)
@@ -299,6 +300,12 @@ class Scheduler:
                 # Recorded on the trigger only: status events belong to the node's runs.
                 self._finish(row.id, tlog.FAILED, str(exc))
 
+    def _launched(self, here: tuple[str, str], *, but: int) -> int:
+        """Runs of node ``here`` launched whose runner has not claimed them yet (other than
+        trigger ``but``'s)."""
+        return sum(1 for tid, (_at, node) in self._inflight.items()
+                   if node == here and tid != but)
+
     def _carry_out(self, row: tlog.TriggerRow, exp: rules.ExperimentModel) -> bool:
         """Carry out one trigger; False when it must wait (its node is busy)."""
         payload = rules.payload(exp.flow, row.node_name, row.edge, row.occurrence,
@@ -309,11 +316,12 @@ class Scheduler:
         spec = self._spec(exp, row.node_name, trigger)
         runner = self.runners.get(spec.kind)
         name = spec.label
+        here = (row.experiment, row.node_name)
         current = runner.state(spec)
         if row.action == "stop":
             if not self._claim(row.id, exp.name, require_active=False):
                 return True
-            if current in ACTIVE:
+            if current in ACTIVE or runner.active_runs(spec):
                 log.info("stopping %s (%s)", name, row.edge)
                 runner.stop(spec, timeout=self.stop_timeout)
             else:
@@ -325,7 +333,11 @@ class Scheduler:
                 log.info("%s already started (%s); launch leaves it", name, current)
                 self._finish(row.id, tlog.DONE)
                 return True
-            if current in ACTIVE:
+            if runner.runs_per_trigger:
+                under_way = runner.active_runs(spec) + self._launched(here, but=row.id)
+                if under_way >= runner.run_limit(spec):
+                    return False  # as many runs as it may have: start when one ends
+            elif current in ACTIVE:
                 if spec.node.is_stream:
                     log.info("%s is already running", name)
                     self._finish(row.id, tlog.DONE)
@@ -333,11 +345,11 @@ class Scheduler:
                 return False  # a batch run is under way: start again when it ends
         log.info("%s %s (%s @ %s)", row.action, name, row.edge, row.occurrence)
         if runner.claims_triggers:
-            if row.action == "restart" and current in ACTIVE:
+            if row.action == "restart" and (current in ACTIVE or runner.active_runs(spec)):
                 runner.stop(spec, timeout=self.stop_timeout)
             runner.start(spec)
-            self._inflight[row.id] = time.monotonic()
-            return False
+            self._inflight[row.id] = (time.monotonic(), here)
+            return True
         if not self._claim(row.id, exp.name):
             return True  # the experiment stopped meanwhile, or the trigger was taken
         try:
@@ -396,6 +408,14 @@ class Scheduler:
                 self._repeats.ok(what)
 
     # ------------------------------------------------------------------ loop
+    def warm_up(self) -> None:
+        """Have every runner start what makes its first start fast (warm workers)."""
+        for kind in list(self.runners.table):
+            try:
+                self.runners.get(kind).warm_up()
+            except Exception:
+                log.exception("warming the %s runner up failed", kind)
+
     def run(self, stop: threading.Event | None = None) -> None:
         """Step until ``stop`` is set; store errors are logged and retried."""
         stop = stop or threading.Event()

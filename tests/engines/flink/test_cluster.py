@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 
 import pytest
 
+from tests.conftest_flink import listening as _listening
 from ultron_nb.config import Settings
 from ultron_nb.engines.flink import cluster as cluster_mod
 from ultron_nb.engines.flink.cluster import LocalCluster, cluster_status, free_port
@@ -15,35 +15,6 @@ from ultron_nb.engines.flink.rest import FlinkRest
 from ultron_nb.errors import ClusterError
 
 pytestmark = pytest.mark.flink
-
-
-def _listening(pid: int) -> set[tuple[str, int]]:
-    """(address, port) of the TCP sockets ``pid`` listens on (Linux /proc)."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    out = set()
-    for table, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
-        for line in Path(table).read_text().splitlines()[1:]:
-            parts = line.split()
-            local, state, inode = parts[1], parts[3], parts[9]
-            if state != "0A" or inode not in inodes:  # 0A = LISTEN
-                continue
-            addr_hex, port_hex = local.split(":")
-            raw = bytes.fromhex(addr_hex)
-            if v6:
-                words = [raw[i:i + 4][::-1] for i in range(0, 16, 4)]
-                data = b"".join(words)
-                addr = socket.inet_ntop(socket.AF_INET6, data)
-            else:
-                addr = socket.inet_ntop(socket.AF_INET, raw[::-1])
-            out.add((addr, int(port_hex, 16)))
-    return out
 
 
 def test_every_port_is_bound_to_loopback(flink_cluster: LocalCluster) -> None:
@@ -152,20 +123,36 @@ def test_rest_of_the_cluster(flink_cluster: LocalCluster) -> None:
 
 
 
-def test_down_then_up_at_once_on_the_same_port(tmp_path: Path) -> None:
+def test_down_then_up_at_once_on_the_same_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               caplog: pytest.LogCaptureFixture) -> None:
     """Connections a stopped cluster leaves in TIME_WAIT or CLOSE-WAIT on its REST port do
-    not make the next ``up`` refuse the port."""
+    not make the next ``up`` refuse the port; and a port probed free but taken before its
+    daemon bound it makes ``up`` start again on other ports."""
     port = free_port()
     cluster = LocalCluster(Settings(home=tmp_path / ".ultron", flink_port=port), slots=1,
                            taskmanager_memory="1024m", jobmanager_memory="768m")
     cluster.up()
+    taken = socket.socket()
     try:
         clients = [FlinkRest(cluster.url) for _ in range(4)]
         for client in clients:  # keep-alive connections the server side then closes
             client.overview()
         cluster.down()
-        assert cluster.up().running  # at once: no "port ... is taken"
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        calls = []
+
+        def probe() -> int:  # the task manager's RPC port of the first try is taken
+            calls.append(1)
+            return taken.getsockname()[1] if len(calls) == 2 else free_port()
+
+        monkeypatch.setattr(cluster_mod, "free_port", probe)
+        with caplog.at_level("WARNING", logger=cluster_mod.__name__):
+            assert cluster.up().running  # at once: no "port ... is taken"
+        assert len(calls) == 12  # two tries of six ports
+        assert any("could not bind its port" in r.getMessage() for r in caplog.records)
     finally:
+        taken.close()
         for client in clients:
             client.close()
         cluster.down()

@@ -43,6 +43,10 @@ LOOPBACK = "127.0.0.1"
 DAEMONS = ("standalonesession", "taskexecutor")
 _LOG_MARKERS = ("ERROR", "Exception", "Caused by", "Error:", "error:", "BindException",
                 "Address already in use", "Could not", "Failed", "FATAL")
+#: What a daemon's log says when a port it was given was taken meanwhile; how often ``up``
+#: then tries again on other ports.
+_BIND_MARKERS = ("BindException", "Address already in use", "failed to bind")
+START_ATTEMPTS = 3
 
 
 def pyflink_home() -> Path:
@@ -407,30 +411,50 @@ class LocalCluster:
             )
             raise ClusterError(f"port {self.rest_port} on {LOOPBACK} is taken; {hint}")
 
-        ports = {name: free_port() for name in (
-            "jobmanager_rpc", "taskmanager_rpc", "taskmanager_data", "blob",
-            "jobmanager_query_service", "taskmanager_query_service")}
         for folder in (self.log_dir, self.pid_dir, self.tmp_dir, self.checkpoint_dir,
                        self.savepoint_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1, START_ATTEMPTS + 1):
+            started = time.time()
+            try:
+                status = self._start(started)
+                break
+            except ClusterError as exc:
+                self.down()
+                # A port probed free was taken before its daemon bound it (another process's
+                # connection, on a busy machine): new ports, another try.
+                if attempt == START_ATTEMPTS or not any(m in str(exc) for m in _BIND_MARKERS):
+                    raise
+                log.warning("a Flink daemon could not bind its port (attempt %d): starting "
+                            "again on other ports", attempt)
+        log.info("local Flink cluster up at %s in %.1f s", status.url, time.time() - started)
+        return status
+
+    def _start(self, started: float) -> ClusterStatus:
+        """Start both daemons on free ports; their status once REST lists a task manager."""
+        ports = {name: free_port() for name in (
+            "jobmanager_rpc", "taskmanager_rpc", "taskmanager_data", "blob",
+            "jobmanager_query_service", "taskmanager_query_service")}
         self._clear_stale_pid_files()
         self.write_conf(ports)
-        started = time.time()
         self.state_file.write_text(json.dumps(
             {"rest_port": self.rest_port, "ports": ports, "started_at": started,
              "conf_dir": str(self.conf_dir), "slots": self.slots}, indent=2))
-        try:
-            # Each daemon runs its own metrics query service: give each its own port.
+        # Both daemons start at once (each script runs a JVM of its own to size memory before
+        # it launches its daemon); each runs its own metrics query service on its own port.
+        spawned = [(script, self._spawn_script(
+            script, "start", "-D", f"metrics.internal.query-service.port={port}"))
             for script, port in (("jobmanager.sh", ports["jobmanager_query_service"]),
-                                 ("taskmanager.sh", ports["taskmanager_query_service"])):
-                self._run_script(script, "start", "-D",
-                                 f"metrics.internal.query-service.port={port}")
-            status = self._await_ready(started)
-        except ClusterError:
-            self.down()
-            raise
-        log.info("local Flink cluster up at %s in %.1f s", status.url, time.time() - started)
-        return status
+                                 ("taskmanager.sh", ports["taskmanager_query_service"]))]
+        failures = []
+        for script, proc in spawned:  # both end before anything is reported or stopped
+            try:
+                self._finish_script(script, "start", proc)
+            except ClusterError as exc:
+                failures.append(exc)
+        if failures:
+            raise failures[0]
+        return self._await_ready(started)
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -446,63 +470,73 @@ class LocalCluster:
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         return env
 
-    def _run_script(self, script: str, action: str, *args: str) -> str:
+    def _spawn_script(self, script: str, action: str, *args: str) -> subprocess.Popen[str]:
         path = pyflink_home() / "bin" / script
         try:
-            done = subprocess.run(
+            return subprocess.Popen(
                 ["bash", str(path), action, *args],
                 env=self._env(),
                 cwd=str(self.root),
                 stdin=subprocess.DEVNULL,
-                capture_output=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
-                timeout=120,
                 start_new_session=True,  # the daemons outlive this process and its group
             )
-        except (OSError, subprocess.TimeoutExpired) as exc:
+        except OSError as exc:
             raise ClusterError(f"{script} {action} failed: {exc}") from None
-        output = (done.stdout + done.stderr).strip()
-        if done.returncode != 0:
+
+    def _finish_script(self, script: str, action: str, proc: subprocess.Popen[str]) -> str:
+        try:
+            stdout, stderr = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise ClusterError(f"{script} {action} did not finish within 120 s") from None
+        output = (stdout + stderr).strip()
+        if proc.returncode != 0:
             lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
             relevant = [ln for ln in lines if any(m in ln for m in _LOG_MARKERS)
                         and not ln.startswith("at ")]
             causes = [ln for ln in relevant if ln.startswith("Caused by")]
             reason = (causes or relevant or lines or ["no output"])[-1]
             raise ClusterError(
-                f"{script} {action} failed (exit {done.returncode}): {reason[:600]}"
+                f"{script} {action} failed (exit {proc.returncode}): {reason[:600]}"
                 + self._log_excerpt()
             )
         log.debug("%s %s: %s", script, action, output)
         return output
 
     def _await_ready(self, started: float) -> ClusterStatus:
+        """Poll until REST lists a task manager with slots (every 0.1 s: the REST call to a
+        port nobody listens on yet fails at once); a daemon that died is reported with its
+        log."""
         deadline = time.monotonic() + self.start_timeout
+        checked = 0.0
         with FlinkRest(f"http://{LOOPBACK}:{self.rest_port}", timeout=3.0) as rest:
             while time.monotonic() < deadline:
-                pids = self.pids()
-                if len(pids.get("standalonesession", [])) == 0 or len(
-                    pids.get("taskexecutor", [])
-                ) == 0:
-                    time.sleep(0.5)
-                    # A daemon that died right away: report its log.
-                    if not self.pids().get("standalonesession") or not self.pids().get(
-                        "taskexecutor"
-                    ):
-                        dead = [d for d in DAEMONS if not self.pids().get(d)]
-                        raise ClusterError(
-                            f"Flink {' and '.join(dead)} exited during start"
-                            + self._log_excerpt()
-                        )
+                if time.monotonic() - checked > 1.0:
+                    checked = time.monotonic()
+                    pids = self.pids()
+                    dead = [d for d in DAEMONS if not pids.get(d)]
+                    if dead:
+                        time.sleep(0.5)  # a PID file may be written just after its script
+                        pids = self.pids()
+                        dead = [d for d in DAEMONS if not pids.get(d)]
+                        if dead:
+                            raise ClusterError(
+                                f"Flink {' and '.join(dead)} exited during start"
+                                + self._log_excerpt())
                 try:
                     ov = rest.overview()
                 except ClusterError:
-                    time.sleep(0.3)
+                    time.sleep(0.1)
                     continue
                 if int(ov.get("taskmanagers", 0)) >= 1 and int(ov.get("slots-total", 0)) >= 1:
                     status = ClusterStatus(url=rest.url, running=True, local=True,
                                            pids=self.pids(), home=str(self.root))
                     return _fill_from_rest(status, rest)
-                time.sleep(0.3)
+                time.sleep(0.1)
         raise ClusterError(
             f"Flink did not answer at http://{LOOPBACK}:{self.rest_port} within "
             f"{self.start_timeout:.0f} s" + self._log_excerpt()

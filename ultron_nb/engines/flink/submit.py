@@ -1,7 +1,9 @@
 """Compile SQL nodes into Flink jobs and submit them through PyFlink, in this process.
 
-The PyFlink JVM gateway is started on first use and kept warm, so a second submission from
-the same kernel takes a fraction of the first. Every job is submitted with
+This is what the job server (:mod:`ultron_nb.engines.flink.jobserver`) runs, and what a
+process runs itself when no job server answers (:mod:`ultron_nb.engines.flink.jobclient`
+chooses). The PyFlink JVM gateway is started on first use and kept warm, so a second
+submission from the same process takes a fraction of the first. Every job is submitted with
 ``execution.target=remote`` and the target's ``rest.address``/``rest.port`` through
 ``EnvironmentSettings.with_configuration`` — the path that really reaches the cluster (the
 same settings given to a ``StreamExecutionEnvironment`` outside ``flink run`` silently run a
@@ -242,20 +244,16 @@ def resolve_columns(env: Any, node: str, query: str) -> list[tuple[str, str]]:
     return [(str(c.getName()), str(c.getDataType().toString())) for c in schema.getColumns()]
 
 
-def compile_job(
-    spec: JobSpec,
-    sink_ddl_for: Any,
-) -> CompiledJob:
-    """Declare the inputs, plan the query, declare the sink, optimize the INSERT.
-
-    ``sink_ddl_for(columns, spec)`` returns the sink's DDL for the resolved output columns
-    (and may set ``spec.rowtime``). Nothing
-    is submitted; a problem raises :class:`SqlError` naming ``spec.node``.
-    """
+def plan_query(spec: JobSpec) -> tuple[Any, list[tuple[str, str]]]:
+    """The first half of a compilation: a new environment with the inputs declared, and
+    the query's output columns as Flink resolved them (SqlError naming ``spec.node``)."""
     env = table_environment(spec.mode, spec.config)
     _run_statements(env, spec.node, spec.statements)
-    columns = resolve_columns(env, spec.node, spec.query)
-    spec.sink_ddl = sink_ddl_for(columns, spec)
+    return env, resolve_columns(env, spec.node, spec.query)
+
+
+def validate_insert(env: Any, spec: JobSpec, columns: list[tuple[str, str]]) -> CompiledJob:
+    """The second half: declare ``spec.sink_ddl`` and have the whole INSERT optimized."""
     _run_statements(env, spec.node, [spec.sink_ddl])
     try:
         env.explain_sql(spec.insert)
@@ -266,6 +264,21 @@ def compile_job(
     return CompiledJob(spec, columns, env)
 
 
+def compile_job(
+    spec: JobSpec,
+    sink_ddl_for: Any,
+) -> CompiledJob:
+    """Declare the inputs, plan the query, declare the sink, optimize the INSERT.
+
+    ``sink_ddl_for(columns, spec)`` returns the sink's DDL for the resolved output columns
+    (and may set ``spec.rowtime``). Nothing
+    is submitted; a problem raises :class:`SqlError` naming ``spec.node``.
+    """
+    env, columns = plan_query(spec)
+    spec.sink_ddl = sink_ddl_for(columns, spec)
+    return validate_insert(env, spec, columns)
+
+
 def prepare(spec: JobSpec) -> CompiledJob:
     """Re-create a compiled job from a stored spec (resume from a savepoint)."""
     env = table_environment(spec.mode, spec.config)
@@ -273,16 +286,12 @@ def prepare(spec: JobSpec) -> CompiledJob:
     return CompiledJob(spec, [], env)
 
 
-def submit(job: CompiledJob, rest: Any, *, timeout: float = 60.0,
-           name: str | None = None) -> str:
-    """Submit ``job`` to the cluster behind ``rest`` (a FlinkRest); return the job id.
+def execute(job: CompiledJob, *, url: str, name: str | None = None) -> str:
+    """Run ``job``'s INSERT (Flink submits it to the target in its config); the job id.
 
-    ``name`` is the job's name on the cluster (default: the spec's ``pipeline.name``). The
-    id is checked in the cluster's ``GET /jobs``: a job that ran anywhere else (an
-    in-process mini cluster) is an error.
-    """
+    ``url`` names the target in messages. SqlError for SQL Flink refuses now, ClusterError
+    when the target does not take the job."""
     spec = job.spec
-    started = time.monotonic()
     with _LOCK:
         if name:
             job.env.get_config().set("pipeline.name", name)
@@ -296,22 +305,42 @@ def submit(job: CompiledJob, rest: Any, *, timeout: float = 60.0,
                 "RestClientException" in str(exc)
             ):
                 raise ClusterError(
-                    f"node {spec.node!r}: submission to {rest.url} failed: {message}"
+                    f"node {spec.node!r}: submission to {url} failed: {message}"
                 ) from None
             raise SqlError(f"node {spec.node!r}: {message}") from None
         client = result.get_job_client()
         if client is None:
             raise ClusterError(f"node {spec.node!r}: Flink returned no job client")
-        job_id = str(client.get_job_id())
+        return str(client.get_job_id())
+
+
+def await_listed(node: str, job_id: str, rest: Any, *, timeout: float = 60.0) -> None:
+    """Wait until the cluster behind ``rest`` lists ``job_id``: a job that ran anywhere
+    else (an in-process mini cluster) is an error."""
     deadline = time.monotonic() + timeout
+    delay = 0.02
     while job_id not in rest.job_ids():
         if time.monotonic() > deadline:
             raise ClusterError(
-                f"node {spec.node!r}: job {job_id} was submitted but {rest.url} does not list "
+                f"node {node!r}: job {job_id} was submitted but {rest.url} does not list "
                 "it (did it run in a local mini cluster?)"
             )
-        time.sleep(0.2)
-    log.info("node %s: job %s submitted to %s in %.1f s", spec.node, job_id, rest.url,
+        time.sleep(delay)
+        delay = min(0.2, delay * 2)
+
+
+def submit(job: CompiledJob, rest: Any, *, timeout: float = 60.0,
+           name: str | None = None) -> str:
+    """Submit ``job`` to the cluster behind ``rest`` (a FlinkRest) from this process; return
+    the job id.
+
+    ``name`` is the job's name on the cluster (default: the spec's ``pipeline.name``). The
+    id is checked in the cluster's ``GET /jobs``.
+    """
+    started = time.monotonic()
+    job_id = execute(job, url=rest.url, name=name)
+    await_listed(job.spec.node, job_id, rest, timeout=timeout)
+    log.info("node %s: job %s submitted to %s in %.1f s", job.spec.node, job_id, rest.url,
              time.monotonic() - started)
     return job_id
 
