@@ -1,8 +1,9 @@
 """Read throughput of a local topic: the ordered ``ultron-topic`` source vs Flink's filesystem
 source over the same segment files.
 
-One run writes a topic (``--partitions`` partitions of ``--segments`` JSON-lines segments,
-``--rows`` rows in all, slightly out of time order inside each segment), then alternates, for
+One run writes a topic as dirty as a user's (``--partitions`` partitions of uneven size, up to
+``--segments`` JSON-lines segments each of very uneven size, ``--rows`` rows in all, out of time
+order inside a segment, repeated ids, missing values), then alternates, for
 ``--rounds`` rounds, a bounded streaming count in one event-time window (one day) over
 
 * the topic read by ``ultron-topic`` (one split per partition, segments in sequence, the
@@ -41,21 +42,32 @@ SHAPE = ddl.TableShape((("id", "BIGINT"), ("user_id", "STRING"), ("amount", "DOU
 
 
 def write_topic(root: Path, partitions: int, segments: int, rows: int) -> LocalTopic:
+    """A topic as a user's looks: partitions of uneven size (the first holds three shares),
+    segments from a handful of rows to several times the mean, rows out of time order inside
+    a segment (up to 2 s), repeated ids (a producer's retries) and missing values."""
     topic = LocalTopic(root, partitions, [(n, t) for n, t in SHAPE.columns], "ts").create()
     rng = random.Random(1)
-    per_segment = rows // (partitions * segments)
+    shares = [3] + [1] * (partitions - 1)
     t0 = datetime(2025, 1, 1)
     n = 0
-    for _ in range(segments):
-        for k in range(partitions):
+    for k, share in enumerate(shares):
+        budget = rows * share // sum(shares)
+        mean = max(1, budget // segments)
+        for i in range(segments):
+            size = budget if i == segments - 1 else min(budget, rng.randint(1, 3 * mean))
+            budget -= size
             batch = []
-            for _ in range(per_segment):
+            for _ in range(size):
                 ts = t0 + timedelta(milliseconds=n * 10 + rng.randrange(2000))
-                batch.append({"id": n, "user_id": f"u{rng.randrange(1000)}",
-                              "amount": round(rng.uniform(1, 100), 2),
+                retry = rng.random() < 0.02 and batch
+                batch.append({"id": batch[-1]["id"] if retry else n,
+                              "user_id": None if rng.random() < 0.05 else f"u{rng.randrange(1000)}",
+                              "amount": None if rng.random() < 0.05
+                              else round(rng.uniform(1, 100), 2),
                               "ts": ts.isoformat(" ", "milliseconds")})
                 n += 1
-            topic.append(k, batch)
+            if batch:
+                topic.append(k, batch)
     return topic
 
 

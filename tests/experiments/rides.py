@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -191,17 +189,6 @@ def compare(got: pd.DataFrame, want: pd.DataFrame, key: list[str], cols: list[st
     return {"missing": missing, "duplicates": dup, "extra": extra, "wrong": wrong}
 
 
-def wait_until(condition: Callable[[], Any], timeout: float, what: str,
-               every: float = 0.25) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} "
-                                 f"(last: {value!r})")
-        time.sleep(every)
 
 
 def ledger(path: Path) -> list[dict[str, Any]]:

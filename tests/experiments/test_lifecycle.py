@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from tests.support.waiting import wait_until
 from ultron_nb import experiments as ex
 from ultron_nb.engines.flink.rest import FlinkRest
 from ultron_nb.errors import ClusterError, FlowError
@@ -26,7 +27,7 @@ from ultron_nb.scheduler import daemon_status, start_daemon, stop_daemon
 from ultron_nb.services.clone import clone
 from ultron_nb.store import experiments as repo
 
-from .rides import T0, Rides, compare, define_rides, ledger, truth, wait_until
+from .rides import T0, Rides, compare, define_rides, ledger, truth
 
 pytestmark = [pytest.mark.flink, pytest.mark.slow]
 

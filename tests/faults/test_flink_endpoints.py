@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 
-from tests.faults.faults import files_holding, one_line, table_rows, ultron, wait_until
+from tests.faults.faults import files_holding, one_line, table_rows, ultron
 from tests.support.auth_proxy import AuthProxy
+from tests.support.waiting import wait_until
 from ultron_nb.engines.flink.rest import FlinkRest
 
 IMPRESSIONS = "imp_id BIGINT, user_id BIGINT, item_id BIGINT, position INT, ts TIMESTAMP(3)"

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.faults.faults import ROOT, is_loopback, listening_sockets, wait_until
+from tests.faults.faults import ROOT, is_loopback, listening_sockets
+from tests.support.waiting import wait_until
 from ultron_nb.config import Settings
 from ultron_nb.scheduler import daemon_status, start_daemon, stop_daemon
 

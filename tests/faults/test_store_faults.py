@@ -21,14 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.faults.faults import (
-    magic_line,
-    one_line,
-    row_hashes,
-    table_rows,
-    ultron,
-    wait_until,
-)
+from tests.faults.faults import magic_line, one_line, row_hashes, table_rows, ultron
+from tests.support.waiting import wait_until
 from ultron_nb.config import Settings
 from ultron_nb.scheduler import daemon_status, start_daemon, stop_daemon
 

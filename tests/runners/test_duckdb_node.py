@@ -8,19 +8,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
 from sqlalchemy import select
 
 from tests.scheduler.test_loop import launch as record_launch
+from tests.support.waiting import wait_until
 from ultron_nb import experiments as ex
 from ultron_nb.config import Settings
-from ultron_nb.errors import SqlError
+from ultron_nb.errors import FlowError, SqlError
 from ultron_nb.events import send_event
 from ultron_nb.events.keys import watermark_key
 from ultron_nb.flow import Flow
@@ -46,14 +45,6 @@ ORDER BY clicks DESC, item_id LIMIT 5
 """
 
 
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @pytest.fixture
@@ -107,6 +98,15 @@ def test_duckdb_nodes_run_on_launch_and_after_each_other(ws: Workspace) -> None:
     got_top = ex.preview(ws, "top_items", experiment="r1")
     assert list(got_top.item_id) == list(top.item_id)
     assert list(got_top.clicks) == list(top.clicks)
+
+    # Ad-hoc Flink SQL reads a DuckDB node's JSON output as that node wrote it, and says in
+    # one line, naming the table, that its Parquet output is beyond the Flink wheel.
+    by_sql = ex.sql(ws, "SELECT item_id, clicks FROM top_items", flow="report",
+                    experiment="r1")
+    assert sorted(zip(by_sql.item_id, by_sql.clicks, strict=True)) == \
+        sorted(zip(top.item_id, top.clicks, strict=True))
+    with pytest.raises(FlowError, match="table 'ctr_by_item': format 'parquet'"):
+        ex.sql(ws, "SELECT * FROM ctr_by_item", flow="report", experiment="r1")
 
     with ws.db.read() as conn:
         exp = repo.get_experiment(conn, "r1")

@@ -10,13 +10,14 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import insert, select, update
 
+from tests.support.waiting import wait_until
 from ultron_nb import experiments
 from ultron_nb.config import Settings
 from ultron_nb.errors import UltronError
@@ -59,16 +60,6 @@ def run(ctx):
 '''
 
 
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``condition`` until it is truthy; fail naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def lines(out: Path, node: str) -> list[str]:

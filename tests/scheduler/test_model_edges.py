@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from tests.scheduler.test_daemon import wait_until
 from tests.scheduler.test_loop import launch
 from tests.support.mlflow_store import RegistryClient
+from tests.support.waiting import wait_until
 from ultron_nb.config import Settings
 from ultron_nb.engines.mlflow.center import ModelCenter
 from ultron_nb.flow import Flow

@@ -24,8 +24,8 @@ from tests.support.model_loop import (
     served,
     stop_everything,
     topic_rows,
-    wait_until,
 )
+from tests.support.waiting import wait_until
 from ultron_nb import experiments
 from ultron_nb.config import Settings
 from ultron_nb.engines.mlflow.center import Lineage, ModelCenter

@@ -17,8 +17,8 @@ from tests.support.model_loop import (
     fitted,
     reversed_model,
     stop_everything,
-    wait_until,
 )
+from tests.support.waiting import wait_until
 from ultron_nb import experiments
 from ultron_nb.config import Settings
 from ultron_nb.engines.mlflow.center import Lineage, ModelCenter

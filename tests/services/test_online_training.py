@@ -16,7 +16,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tests.support.model_loop import EVALUATE, TRAIN, VALIDATE, stop_everything, wait_until
+from tests.support.model_loop import EVALUATE, TRAIN, VALIDATE, stop_everything
+from tests.support.waiting import wait_until
 from ultron_nb import experiments
 from ultron_nb.config import Settings
 from ultron_nb.engines.mlflow.center import TAG, ModelCenter

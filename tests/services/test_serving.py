@@ -13,15 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from tests.support.model_loop import (
-    SERVE,
-    clicklog,
-    fitted,
-    served,
-    stop_everything,
-    version_runs,
-    wait_until,
-)
+from tests.support.model_loop import SERVE, clicklog, fitted, served, stop_everything, version_runs
+from tests.support.waiting import wait_until
 from ultron_nb import experiments
 from ultron_nb.config import Settings
 from ultron_nb.engines.mlflow.center import Lineage, ModelCenter

@@ -4,8 +4,6 @@ the served rows of an experiment, and the nodes of the loop."""
 from __future__ import annotations
 
 import functools
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,16 +64,6 @@ def stop_everything(ws: Any) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def wait_until(condition: Callable[[], Any], timeout: float, what: str,
-               every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
 
 
 @functools.lru_cache(maxsize=4)

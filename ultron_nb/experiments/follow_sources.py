@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ultron_nb.errors import ConfigError, NotFoundError
@@ -73,49 +72,13 @@ def follow_preview(ws: Workspace, node: str, *, experiment: str | None = None,
                   duration=duration, title=f"preview {title} --follow")
 
 
-def _declare_live(ws: Workspace, flow_name: str, ref: str, experiment: str | None,
-                  jars: list[str]) -> list[str]:
-    """Statements declaring flow table ``ref`` as a stream read from its start."""
-    from ultron_nb.engines.flink import ddl
-    from ultron_nb.engines.flink.connector import connector_jar_url
-    from ultron_nb.experiments.preview import find_member
-    from ultron_nb.flow import Kind, ResourceType
-    from ultron_nb.runners.flink_compile import kafka_module, resource_shape
-
-    node = ws.flow(flow_name)[ref]
-    if node.kind is Kind.RESOURCE:
-        shape = resource_shape(node)
-        if node.resource_type is ResourceType.KAFKA:
-            kafka = kafka_module()
-            jars.extend(str(j) for j in kafka.connector_jar_urls())
-            text = kafka.kafka_table_ddl(node, ref)
-            return [text] if isinstance(text, str) else list(text)
-        path = ws.resource_path(node)
-        if node.resource_type is ResourceType.TOPIC:
-            jars.append(connector_jar_url())
-            return ddl.topic_source(ref, path, shape, mode="live").statements
-        return ddl.dataset_source(ref, path, shape,
-                                  node.option_dict.get("format", "json")).statements
-    found = find_member(ws, ref, experiment, flow_name)
-    if found is None or not found[1].output.get("columns"):
-        raise NotFoundError(f"table {ref!r}: no experiment of flow {flow_name!r} has its "
-                            "output yet")
-    out = found[1].output
-    shape = ddl.TableShape.from_dict(out)
-    if node.kind is Kind.FLINK:
-        jars.append(connector_jar_url())
-        return ddl.output_source(ref, Path(out["path"]), shape, int(out.get("partitions", 1)),
-                                 mode="live").statements
-    return ddl.dataset_source(ref, Path(out["path"]), shape,
-                              out.get("format", "json")).statements
-
-
 def follow_sql(ws: Workspace, query: str, *, flow: str, experiment: str | None = None,
                limit: int = 100, duration: float | None = 60.0) -> Follow:
     """A streaming Flink SQL query over the flow's tables (topics and node outputs read from
     their start, then live), until ``limit`` rows or ``duration`` seconds; then its job is
     cancelled. It runs in this process (see the module docstring)."""
     from ultron_nb.engines.flink.submit import stream_query
+    from ultron_nb.experiments.preview import declare_query_table
     from ultron_nb.flow.sqltext import group_by_columns, table_references
 
     if not query.strip():
@@ -127,7 +90,7 @@ def follow_sql(ws: Workspace, query: str, *, flow: str, experiment: str | None =
     jars: list[str] = []
     for ref in table_references(query):
         if ref in f:
-            statements.extend(_declare_live(ws, flow, ref, experiment, jars))
+            statements.extend(declare_query_table(ws, flow, ref, experiment, jars, "live"))
     conf = {"pipeline.jars": ";".join(dict.fromkeys(jars))} if jars else {}
 
     return Follow(lambda: stream_query(statements, query, conf=conf, name="sql --follow"),

@@ -3,17 +3,14 @@ tables. Both read node outputs through :mod:`ultron_nb.engines.outputs`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ultron_nb.engines import outputs
-from ultron_nb.engines.flink import ddl
 from ultron_nb.engines.topics import check_schema
 from ultron_nb.errors import ConfigError, NotFoundError
 from ultron_nb.flow import Kind, ResourceType
 from ultron_nb.flow.sqltext import table_references
-from ultron_nb.runners.flink_compile import kafka_module, resource_shape, submission_headers
+from ultron_nb.runners.flink_compile import TableMode, declare_table, submission_headers
 from ultron_nb.store import experiments as repo
 
 if TYPE_CHECKING:
@@ -65,30 +62,21 @@ def preview(ws: Workspace, node: str, *, experiment: str | None = None,
                         "`%ultron run`")
 
 
-def _as_list(value: str | Sequence[str]) -> list[str]:
-    return [value] if isinstance(value, str) else list(value)
-
-
-def _declare(ws: Workspace, flow_name: str, ref: str, experiment: str | None) -> list[str]:
-    """Statements declaring flow table ``ref`` as a bounded table."""
+def declare_query_table(ws: Workspace, flow_name: str, ref: str, experiment: str | None,
+             jars: list[str], mode: TableMode) -> list[str]:
+    """Statements declaring flow table ``ref`` for an ad-hoc query: a resource as it is now,
+    a node's table as the output of its instance in ``experiment`` (default: the latest
+    experiment of the flow that has it)."""
     node = ws.flow(flow_name)[ref]
-    if node.kind is Kind.RESOURCE:
-        shape = resource_shape(node)
-        if node.resource_type is ResourceType.KAFKA:
-            return _as_list(kafka_module().kafka_table_ddl(node, ref))
-        path = ws.resource_path(node)
-        if node.resource_type is ResourceType.TOPIC:
-            check_schema(path, list(shape.columns), who=f"table {ref!r}")
-            return ddl.batch_source(ref, path, shape).statements
-        return ddl.dataset_source(ref, path, shape,
-                                  node.option_dict.get("format", "json")).statements
-    found = find_member(ws, ref, experiment, flow_name)
-    if found is None or not found[1].output.get("columns"):
-        raise NotFoundError(f"table {ref!r}: no experiment of flow {flow_name!r} has its "
-                            "output yet")
-    out = found[1].output
-    return ddl.batch_source(ref, ddl.output_folder(Path(out["path"])),
-                            ddl.TableShape.from_dict(out)).statements
+    output = None
+    if node.kind is not Kind.RESOURCE:
+        found = find_member(ws, ref, experiment, flow_name)
+        if found is None or not found[1].output.get("columns"):
+            raise NotFoundError(f"table {ref!r}: no experiment of flow {flow_name!r} has its "
+                                "output yet")
+        output = found[1].output
+    return declare_table(ws, ref, node, output, mode=mode, jars=jars,
+                         who=f"table {ref!r}").statements
 
 
 def sql(ws: Workspace, query: str, *, flow: str, experiment: str | None = None,
@@ -107,10 +95,12 @@ def sql(ws: Workspace, query: str, *, flow: str, experiment: str | None = None,
     expect_rest_headers(submission_headers(ws.settings, ws.settings.target_url))
     f = ws.flow(flow)
     statements: list[str] = []
+    jars: list[str] = []
     for ref in table_references(query):
         if ref in f:
-            statements.extend(_declare(ws, flow, ref, experiment))
-    columns, rows = collect(statements, query, limit=limit + 1, name="sql")
+            statements.extend(declare_query_table(ws, flow, ref, experiment, jars, "batch"))
+    conf = {"pipeline.jars": ";".join(dict.fromkeys(jars))} if jars else {}
+    columns, rows = collect(statements, query, limit=limit + 1, name="sql", conf=conf)
     import pandas as pd
 
     frame = pd.DataFrame([list(r) for r in rows[:limit]], columns=columns)

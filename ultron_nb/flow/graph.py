@@ -102,9 +102,11 @@ class Flow:
                  if r != name]
         return list(dict.fromkeys(found))
 
-    def _parents(self, node: Node) -> list[str]:
-        """What ``node`` comes after: its data inputs, ``--after`` sources, model edges."""
-        after = [e.source for e in node.triggers if e.source and e.trigger is Trigger.AFTER]
+    def _parents(self, node: Node, stop_after: bool = False) -> list[str]:
+        """What ``node`` comes after: its data inputs, ``--after`` sources (and, with
+        ``stop_after``, ``--stop-after`` ones), model edges."""
+        kinds = (Trigger.AFTER, Trigger.STOP_AFTER) if stop_after else (Trigger.AFTER,)
+        after = [e.source for e in node.triggers if e.source and e.trigger in kinds]
         return list(dict.fromkeys([*node.data_inputs(), *after,
                                    *self.model_inputs(node.name)]))
 
@@ -232,13 +234,14 @@ class Flow:
                     path.append(child)
                     stack.append((child, iter(graph[child])))
 
-    def topological(self) -> list[str]:
+    def topological(self, *, stop_after: bool = False) -> list[str]:
         """Node names, every node after the nodes it reads, starts after, or whose models
-        trigger it."""
+        trigger it — and, with ``stop_after``, the nodes it stops after (the order in which
+        defining the nodes one by one is valid)."""
         indegree = dict.fromkeys(self._nodes, 0)
         children: dict[str, list[str]] = {n: [] for n in self._nodes}
         for node in self:
-            for src in self._parents(node):
+            for src in self._parents(node, stop_after):
                 if src in children:
                     children[src].append(node.name)
                     indegree[node.name] += 1
@@ -253,6 +256,7 @@ class Flow:
                     ready.append(child)
         if len(order) != len(self._nodes):
             self._check_cycles()
+            raise FlowError(f"flow {self.name!r}: --stop-after edges close a cycle")
         return order
 
     # ------------------------------------------------------------------ params

@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ultron_nb.config import Settings
 from ultron_nb.engines.flink import ddl, jobconfig
@@ -78,6 +78,49 @@ def load_job_spec(folder: Path) -> JobSpec:
     return JobSpec.from_dict(json.loads(path.read_text()))
 
 
+#: How a flow table is read: ``batch`` (the files there now, in any order, for batch jobs
+#: and ad-hoc queries), ``bounded`` (in order, the backlog, then finish) or ``live`` (in order,
+#: then what comes).
+TableMode = Literal["batch", "bounded", "live"]
+
+
+def declare_table(ws: Workspace, name: str, node: Node, output: Mapping[str, Any] | None, *,
+                  mode: TableMode, jars: list[str], who: str,
+                  monitor_interval: str = "500 ms") -> ddl.SourcePlan:
+    """Statements declaring flow table ``name`` — resource ``node``, or the recorded
+    ``output`` of one of ``node``'s instances — read in ``mode``; the connector jars it needs
+    are added to ``jars``. ``who`` names the reader in errors. Every reader of flow tables
+    (launches, ``sql``, ``sql --follow``) declares them here."""
+    if node.kind is Kind.RESOURCE:
+        shape = resource_shape(node)
+        if node.resource_type is ResourceType.KAFKA:
+            kafka = kafka_module()
+            jars.extend(str(j) for j in kafka.connector_jar_urls())
+            text = kafka.kafka_table_ddl(node, name)
+            return ddl.SourcePlan(name, [text] if isinstance(text, str) else list(text))
+        path = ws.resource_path(node)
+        if node.resource_type is not ResourceType.TOPIC:
+            return ddl.dataset_source(name, path, shape, node.option_dict.get("format", "json"))
+        check_schema(path, list(shape.columns), who=who)
+        if not (path / MANIFEST).is_file():
+            raise DataError(f"{who}: topic {name!r} has no data at {path}")
+        if mode == "batch":
+            return ddl.batch_source(name, path, shape)
+        jars.append(connector_jar_url())
+        return ddl.topic_source(name, path, shape, mode=mode, monitor_interval=monitor_interval)
+    if output is None or not output.get("columns"):
+        raise NotFoundError(f"{who}: no output of {name!r} is recorded yet")
+    shape = ddl.TableShape.from_dict(output)
+    folder = Path(output["path"])
+    if node.kind is not Kind.FLINK:  # a DuckDB or Python node's files
+        return ddl.dataset_source(name, folder, shape, output.get("format", "json"))
+    if mode == "batch":
+        return ddl.batch_source(name, ddl.output_folder(folder), shape)
+    jars.append(connector_jar_url())
+    return ddl.output_source(name, folder, shape, int(output.get("partitions", 1)), mode=mode,
+                             monitor_interval=monitor_interval)
+
+
 class FlinkCompiler:
     """Compiles the Flink nodes of one experiment (inputs declared, output planned)."""
 
@@ -102,63 +145,38 @@ class FlinkCompiler:
         return inst.output if inst and inst.output.get("columns") else None
 
     # ------------------------------------------------------------------ inputs
-    def _topic(self, reader: Node, name: str, node: Node, mode: ddl.ReadMode,
-               jars: list[str]) -> ddl.SourcePlan:
-        shape = resource_shape(node)
-        path = self.ws.resource_path(node)
-        check_schema(path, list(shape.columns), who=f"node {reader.name!r} reads {name!r}")
-        if not (path / MANIFEST).is_file():
-            if mode == "bounded":
-                raise DataError(f"topic {name!r} has no data at {path}")
-            LocalTopic(path, int(node.option_dict.get("partitions", "1")),
-                       [(c.name, c.type) for c in node.columns], node.time_column).create()
-            self.created_topics.append(path)
-        if mode == "bounded" and not reader.is_stream:
-            return ddl.batch_source(name, path, shape)
-        jars.append(connector_jar_url())
-        return ddl.topic_source(name, path, shape, mode=mode,
-                                monitor_interval=jobconfig.node_option(
-                                    reader.option_dict, "monitor_interval"))
-
-    def _resource(self, reader: Node, name: str, node: Node, mode: ddl.ReadMode,
-                  jars: list[str]) -> ddl.SourcePlan:
-        rtype = node.resource_type
-        if rtype is ResourceType.TOPIC:
-            return self._topic(reader, name, node, mode, jars)
-        if rtype is ResourceType.KAFKA:
-            kafka = kafka_module()
-            text = kafka.kafka_table_ddl(node, name)
-            jars.extend(str(j) for j in kafka.connector_jar_urls())
-            return ddl.SourcePlan(name, [text] if isinstance(text, str) else list(text))
-        return ddl.dataset_source(name, self.ws.resource_path(node), resource_shape(node),
-                                  node.option_dict.get("format", "json"))
-
     def declare(self, reader: Node, name: str,
                 jars: list[str]) -> tuple[ddl.SourcePlan, str | None]:
         """Statements declaring flow table ``name`` for ``reader``; and the flink node it
         depends on (if any)."""
         node = self.flow[name]
-        mode: ddl.ReadMode = "bounded" if (self.bounded or not reader.is_stream) else "live"
+        mode: TableMode = ("batch" if not reader.is_stream
+                           else "bounded" if self.bounded else "live")
+        monitor = jobconfig.node_option(reader.option_dict, "monitor_interval")
+        who = f"node {reader.name!r} reads {name!r}"
         if node.kind is Kind.RESOURCE:
-            return self._resource(reader, name, node, mode, jars), None
+            if node.resource_type is ResourceType.TOPIC and mode == "live":
+                self._ensure_topic(node)
+            return declare_table(self.ws, name, node, None, mode=mode, jars=jars, who=who,
+                                 monitor_interval=monitor), None
         out = self.stored_output(name)
-        if node.kind is Kind.FLINK:
-            if out is None:
-                raise SqlError(f"node {reader.name!r} reads {name!r}, whose output schema is "
-                               "not known yet (it has never been compiled)")
-            shape = ddl.TableShape.from_dict(out)
-            folder = Path(out["path"])
-            if mode == "bounded" and not reader.is_stream:
-                return ddl.batch_source(name, ddl.output_folder(folder), shape), name
-            monitor = jobconfig.node_option(reader.option_dict, "monitor_interval")
-            jars.append(connector_jar_url())
-            return ddl.output_source(name, folder, shape, int(out.get("partitions", 1)),
-                                     mode=mode, monitor_interval=monitor), name
-        if out and out.get("path") and out.get("columns"):
-            return ddl.dataset_source(name, Path(out["path"]), ddl.TableShape.from_dict(out),
-                                      out.get("format", "json")), None
-        raise SqlError(f"node {reader.name!r} reads {name!r} ({node.label}), whose output "
-                       "Flink cannot read (no path and columns recorded yet)")
+        if out is None or not out.get("path"):
+            if node.kind is Kind.FLINK:
+                raise SqlError(f"{who}, whose output schema is not known yet (it has never "
+                               "been compiled)")
+            raise SqlError(f"{who} ({node.label}), whose output Flink cannot read (no path "
+                           "and columns recorded yet)")
+        plan = declare_table(self.ws, name, node, out, mode=mode, jars=jars, who=who,
+                             monitor_interval=monitor)
+        return plan, (name if node.kind is Kind.FLINK else None)
+
+    def _ensure_topic(self, node: Node) -> None:
+        """A live reader of a topic that has no data yet waits for it: create it empty."""
+        path = self.ws.resource_path(node)
+        if not (path / MANIFEST).is_file():
+            LocalTopic(path, int(node.option_dict.get("partitions", "1")),
+                       [(c.name, c.type) for c in node.columns], node.time_column).create()
+            self.created_topics.append(path)
 
     def discard_created_topics(self) -> None:
         """Remove the topics this compiler created, while they hold no data."""

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ultron_nb import experiments
-from ultron_nb.errors import ConfigError, NotFoundError, UltronError
-from ultron_nb.flow import Flow, Kind, ResourceType, Trigger
+from ultron_nb.errors import ConfigError, FlowError, NotFoundError, UltronError
+from ultron_nb.flow import Flow, Kind, ResourceType
 from ultron_nb.flow.cells import escape_line, node_cell
 from ultron_nb.flow.identity import identities
 from ultron_nb.store import experiments as repo
@@ -163,26 +163,10 @@ def lineage(ws: Workspace, name: str) -> list[repo.ExperimentRow]:
 def definition_order(flow: Flow) -> list[str]:
     """Nodes in an order in which defining them one by one is valid (whatever they read,
     start after or stop after comes first)."""
-    order = flow.names
-    indegree = dict.fromkeys(order, 0)
-    children: dict[str, list[str]] = {n: [] for n in order}
-    for node in flow:
-        parents = set(node.data_inputs()) | {e.source for e in node.triggers
-                                             if e.source and e.trigger in (Trigger.AFTER,
-                                                                           Trigger.STOP_AFTER)}
-        for src in parents & set(order):
-            children[src].append(node.name)
-            indegree[node.name] += 1
-    ready = [n for n in order if indegree[n] == 0]
-    out: list[str] = []
-    while ready:
-        current = ready.pop(0)
-        out.append(current)
-        for child in children[current]:
-            indegree[child] -= 1
-            if indegree[child] == 0:
-                ready.append(child)
-    return out if len(out) == len(order) else flow.topological()
+    try:
+        return flow.topological(stop_after=True)
+    except FlowError:  # stop-after edges that close a cycle: the run order still holds
+        return flow.topological()
 
 
 def _param_words(params: Mapping[str, Any], flag: str) -> list[str]:
