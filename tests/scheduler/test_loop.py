@@ -330,6 +330,24 @@ def test_a_first_watermark_that_says_where_the_output_starts_fires_its_first_win
     assert rec.started("hourly") == [f"wm{base + h * HOUR_MS}" for h in (1, 2, 3)]
 
 
+def test_an_output_starting_on_a_boundary_fires_no_empty_window_before_it(
+        sqlite_db: Database, rec: Recorder, make: Any) -> None:
+    """Data that starts exactly on the hour (a generator's first row at 00:00:00.000): the
+    first window is the hour it starts, not the empty hour before."""
+    db = sqlite_db
+    launch(db, stream_flow(), "e1")
+    sched = make(db)
+    base = 1_700_000_000_000 // HOUR_MS * HOUR_MS
+    key = watermark_key("e1", "join")
+    send_event(db, key, {"watermark": base + HOUR_MS + 7, "since": base}, sender="f")
+    send_event(db, key, base + 2 * HOUR_MS + 1, sender="f")
+    settle(sched)
+    assert rec.started("hourly") == [f"wm{base + h * HOUR_MS}" for h in (1, 2)]
+    windows = [(t.trigger.payload["window_start"], t.trigger.payload["window_end"])
+               for t in rec.targets if t.name == "hourly" and t.trigger]
+    assert windows[0] == (base, base + HOUR_MS)
+
+
 # ----------------------------------------------------------------------------- events
 def event_flow() -> Flow:
     return Flow("ev", [

@@ -10,7 +10,7 @@ from ultron_nb.engines.topics import check_schema
 from ultron_nb.errors import ConfigError, NotFoundError
 from ultron_nb.flow import Kind, ResourceType
 from ultron_nb.flow.sqltext import table_references
-from ultron_nb.runners.flink_compile import TableMode, declare_table, submission_headers
+from ultron_nb.runners.flink_compile import TableMode, declare_table
 from ultron_nb.store import experiments as repo
 
 if TYPE_CHECKING:
@@ -87,12 +87,13 @@ def sql(ws: Workspace, query: str, *, flow: str, experiment: str | None = None,
     ``experiment`` (default: the latest experiment of the flow that has it). The query runs
     in this process (batch mode), so it takes no slot from the experiments' cluster. The
     frame's ``attrs["note"]`` says when ``limit`` cut the result."""
+    from ultron_nb.engines.flink.rest import submission_headers
     from ultron_nb.engines.flink.submit import collect, expect_rest_headers
 
     if limit <= 0:
         raise ConfigError("--limit must be positive")
     # This may start the PyFlink JVM: with the headers later submissions need.
-    expect_rest_headers(submission_headers(ws.settings, ws.settings.target_url))
+    expect_rest_headers(submission_headers(ws.settings))
     f = ws.flow(flow)
     statements: list[str] = []
     jars: list[str] = []

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ultron_nb.config import Settings
 from ultron_nb.engines.flink import ddl, jobconfig
 from ultron_nb.engines.flink.connector import connector_jar_url
 from ultron_nb.engines.topics import MANIFEST, LocalTopic, check_schema
@@ -41,15 +40,6 @@ class CompiledNode:
     job: CompiledJob
     output: dict[str, Any]
     depends_on: list[str]  # flink nodes of the same flow whose output it reads
-
-
-def submission_headers(settings: Settings, target: str) -> dict[str, str]:
-    """The headers Flink's REST client sends when it submits a job to ``target``: the
-    configured ones and the credentials for that cluster (:func:`credentials_for`)."""
-    from ultron_nb.engines.flink.rest import basic_auth_header, credentials_for
-
-    return {**settings.flink_headers,
-            **basic_auth_header(credentials_for(target, settings.flink_url))}
 
 
 def resource_shape(node: Node) -> ddl.TableShape:
@@ -210,6 +200,8 @@ class FlinkCompiler:
                 depends.append(dep)
             if self.flow[ref].watermark:
                 delays.append(ddl.duration_seconds(str(self.flow[ref].watermark)))
+        from ultron_nb.engines.flink.rest import submission_headers
+
         params = {**self.params.get(name, {}), **(extra_params or {})}
         s = self.ws.settings
         config = jobconfig.job_config(
@@ -230,6 +222,6 @@ class FlinkCompiler:
             output.update(record)
             return text
 
-        compiled = jobclient.compile_job(self.ws.settings, spec, sink_ddl)
+        compiled = jobclient.compile_job(self.ws.settings, spec, sink_ddl, target=self.target)
         self.outputs[name] = output
         return CompiledNode(name, instance, compiled, output, depends)

@@ -299,7 +299,10 @@ def on_watermark(event: Event, state: dict[str, Any], model: Model) -> list[Plan
         since = _since(event.value)
         if since is None:
             return []  # the baseline
-        previous = since - 1  # the output starts here: its first window counts
+        # The output starts at ``since``: the first boundary to fire closes the window that
+        # holds it (for data starting exactly on a boundary, the window it opens — not the
+        # empty one it closes).
+        previous = since
     planned = []
     for exp_name, edge in model.by_watermark.get(event.key, ()):
         exp = model.experiments.get(exp_name)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -16,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from tests.conftest_flink import listening as _listening
@@ -111,9 +111,10 @@ def test_without_an_answering_job_server_the_work_runs_in_this_process(
     with socket.socket() as sock:  # a live pid, a port nobody answers on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    key = b"k" * 32
     (home / "jobserver.json").write_text(json.dumps({"pid": os.getpid(), "port": port,
-                                                     "headers": jobclient.headers_digest({})}))
-    (home / "jobserver.key").write_bytes(b"k" * 32)
+                                                     "headers": jobclient.headers_digest({}, key)}))
+    (home / "jobserver.key").write_bytes(key)
     assert jobclient.find_server(ws.settings) is not None
     with caplog.at_level(logging.WARNING, logger=jobclient.__name__):
         status = ex.launch(ws, "f", name="here")
@@ -143,15 +144,12 @@ def test_only_a_holder_of_the_secret_is_served(job_server: Path) -> None:
 
 
 def _tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (from /proc)."""
-    found, todo = [], [pid]
-    while todo:
-        here = todo.pop()
-        found.append(here)
-        for task in Path(f"/proc/{here}/task").glob("*/children"):
-            with contextlib.suppress(OSError, ValueError):
-                todo += [int(x) for x in task.read_text().split()]
-    return found
+    """``pid`` and its descendants (by parent pid: ``/proc/PID/task/*/children`` misses the
+    children of a thread that has ended, like the one that started the JVM)."""
+    try:
+        return [pid, *(p.pid for p in psutil.Process(pid).children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return [pid]
 
 
 def _await_gone(pids: list[int], timeout: float = 60.0) -> list[int]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -34,8 +35,10 @@ from typing import TYPE_CHECKING, Any
 
 from ultron_nb import errors
 from ultron_nb.engines.flink import wire
+from ultron_nb.engines.flink.rest import submission_headers
 from ultron_nb.errors import ClusterError, EngineError, UltronError
 from ultron_nb.processes import pid_alive
+from ultron_nb.urls import strip_credentials
 
 if TYPE_CHECKING:
     from ultron_nb.config import Settings
@@ -47,7 +50,7 @@ HEADERS_ENV = "FLINK_REST_CLIENT_HEADERS"
 #: How long a compilation or submission may take on the server (its JVM may be warming up).
 CALL_TIMEOUT = 300.0
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
-_warned: set[str] = set()
+_warned: set[tuple[str, str | None]] = set()
 #: Job servers (pid, port) that did not answer: this process no longer tries them.
 _gone: set[tuple[int, int]] = set()
 
@@ -58,10 +61,11 @@ def paths(settings: Settings) -> dict[str, Path]:
             "lock": home / "jobserver.lock", "log": home / "logs" / "jobserver.log"}
 
 
-def headers_digest(headers: Mapping[str, str]) -> str:
-    """What identifies a set of REST headers without revealing them."""
+def headers_digest(headers: Mapping[str, str], key: bytes) -> str:
+    """What identifies a set of REST headers without revealing them (an HMAC keyed by the
+    job server's secret: a credential in them cannot be guessed back from the record)."""
     text = "\n".join(f"{k}:{v}" for k, v in sorted(headers.items()))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -114,8 +118,9 @@ def spawn_server(settings: Settings, *, warm_after: str | None = None
         command += ["--warm-after", warm_after]
     env = dict(os.environ)
     env.pop(HEADERS_ENV, None)
-    if settings.flink_headers:  # Flink's REST client reads them from its JVM's environment
-        env[HEADERS_ENV] = "\n".join(f"{k}:{v}" for k, v in sorted(settings.flink_headers.items()))
+    headers = submission_headers(settings)
+    if headers:  # Flink's REST client reads them from its JVM's environment
+        env[HEADERS_ENV] = "\n".join(f"{k}:{v}" for k, v in sorted(headers.items()))
     with open(out_file, "ab") as out:
         os.chmod(out_file, 0o600)
         proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
@@ -280,9 +285,10 @@ def error_of(report: Mapping[str, Any]) -> UltronError:
     return cls(str(report.get("message", "the job server failed")))
 
 
-def find_server(settings: Settings) -> Server | None:
-    """The job server of ``settings.home`` if one runs and submits with the REST headers
-    these settings want; else None (the caller works in this process)."""
+def find_server(settings: Settings, target: str | None = None) -> Server | None:
+    """The job server of ``settings.home`` if one runs and submits with the REST headers a
+    submission to ``target`` (default: the configured cluster) needs; else None (the caller
+    works in this process)."""
     p = paths(settings)
     try:
         record = json.loads(p["record"].read_text())
@@ -296,12 +302,13 @@ def find_server(settings: Settings) -> Server | None:
         _give_up(pid, port, f"its process {pid} is gone", settings.home)
         return None
     server = Server(pid, port, key, str(record.get("headers", "")))
-    if server.headers != headers_digest(settings.flink_headers):
-        if str(settings.home) not in _warned:
-            _warned.add(str(settings.home))
-            log.warning("the job server of %s submits with other REST headers than the "
-                        "settings ask for: compiling in this process (restart it with "
-                        "`ultron down` and `ultron up`)", settings.home)
+    if server.headers != headers_digest(submission_headers(settings, target), key):
+        if (str(settings.home), target) not in _warned:
+            _warned.add((str(settings.home), target))
+            log.warning("the job server of %s submits with other REST headers than %s "
+                        "needs: compiling in this process (after a change of settings, "
+                        "`ultron down` and `ultron up` restart it)", settings.home,
+                        strip_credentials(target or settings.target_url))
         return None
     return server
 
@@ -315,12 +322,13 @@ def _give_up(pid: int, port: int, why: str, home: Path) -> None:
 
 
 # ---------------------------------------------------------------- the three calls
-def compile_job(settings: Settings, spec: JobSpec, sink_ddl_for: Any) -> CompiledJob:
+def compile_job(settings: Settings, spec: JobSpec, sink_ddl_for: Any, *,
+                target: str | None = None) -> CompiledJob:
     """:func:`ultron_nb.engines.flink.submit.compile_job`, on the job server if one
     answers. ``sink_ddl_for(columns, spec)`` runs here, between the two halves."""
     from ultron_nb.engines.flink import submit
 
-    server = find_server(settings)
+    server = find_server(settings, target)
     if server is not None:
         try:
             return _compile_remote(server, spec, sink_ddl_for)
@@ -361,7 +369,7 @@ def submit(settings: Settings, job: CompiledJob, rest: Any, *, name: str | None 
     started = time.monotonic()
     spec = job.spec
     if isinstance(job.env, ServerHandle):
-        server = find_server(settings)
+        server = find_server(settings, rest.url)
         job_id = None
         if server is not None:
             try:

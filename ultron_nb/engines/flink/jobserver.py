@@ -242,7 +242,7 @@ def serve(home: Path, *, warm_after: str | None, stop: threading.Event | None = 
         key = secrets.token_bytes(32)
         headers = os.environ.get(HEADERS_ENV, "")
         wanted = dict(h.split(":", 1) for h in headers.splitlines() if ":" in h)
-        server = JobServer(headers_digest(wanted))
+        server = JobServer(headers_digest(wanted, key))
         _write_private(p["key"], key)
         _write_private(p["record"], json.dumps({
             "pid": os.getpid(), "port": listener.getsockname()[1], "started_at": time.time(),

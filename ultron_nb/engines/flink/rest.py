@@ -109,6 +109,15 @@ def remember_credentials(url: str) -> str:
     return clean
 
 
+def submission_headers(settings: Settings, target: str | None = None) -> dict[str, str]:
+    """The headers Flink's REST client sends when it submits a job to ``target`` (default:
+    the configured cluster): the configured ones and the credentials for that cluster
+    (:func:`credentials_for`)."""
+    return {**settings.flink_headers,
+            **basic_auth_header(credentials_for(target or settings.target_url,
+                                                settings.flink_url))}
+
+
 def basic_auth_header(credentials: Credentials | None) -> dict[str, str]:
     """The ``Authorization`` header of HTTP Basic authentication (empty without)."""
     if credentials is None:
