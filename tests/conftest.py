@@ -65,6 +65,23 @@ def cell(ip: Any) -> Any:
     return lambda source: run_cell(ip, source)
 
 
+@pytest.fixture(autouse=True)
+def _job_servers_stopped(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A job server a test's home started (``ultron up``, ``%ultron cluster up`` in a
+    notebook, a launch test) is stopped by its pid when the test ends, whatever the test's
+    own teardown stopped; a link to the session's job server is left alone."""
+    tmp = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
+    yield
+    if tmp is None:
+        return
+    from ultron_nb.config import Settings
+    from ultron_nb.engines.flink import jobclient
+
+    for record in tmp.rglob("jobserver.json"):
+        if not record.is_symlink():
+            jobclient.stop_server(Settings(home=record.parent))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("ULTRON_TEST", "1")
 

@@ -189,7 +189,9 @@ def test_up_starts_the_job_server_on_loopback_and_down_stops_it_and_its_jvm(
 
     # A job server killed outright: its JVM follows it, a process falls back with one line.
     pid = jobclient.start_server(settings)
+    assert jobclient.await_ready(settings, timeout=300)  # its JVM started (not being forked)
     tree = _tree(pid)
+    assert len(tree) > 1, "the JVM is a child of the job server"
     os.kill(pid, signal.SIGKILL)
     assert _await_gone(tree) == [], "the JVM outlived its killed job server"
     with caplog.at_level(logging.WARNING, logger=jobclient.__name__):
