@@ -137,13 +137,20 @@ def cancel_workspace_jobs(ws: Any) -> None:
         rows = conn.execute(select(jobs.c.external_id, jobs.c.target)
                             .where(jobs.c.external_id.is_not(None),
                                    jobs.c.engine == "flink")).all()
-    for job_id, target in rows:
+    cancelled = []
+    for job_id, target in rows:  # every cancel first, then the waits: they end together
         with FlinkRest(target) as rest:
             try:
                 if rest.job_state(job_id) in ("created", "running", "restarting", "failing",
                                               "initializing"):
                     rest.cancel(job_id)
-                    rest.await_state(job_id, {"canceled", "failed", "finished"}, 30)
+                    cancelled.append((job_id, target))
+            except UltronError:
+                pass
+    for job_id, target in cancelled:
+        with FlinkRest(target) as rest:
+            try:
+                rest.await_state(job_id, {"canceled", "failed", "finished"}, 30)
             except UltronError:
                 pass
 

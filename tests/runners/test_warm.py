@@ -98,3 +98,39 @@ def test_forked_runs_exit_join_threads_run_atexit_and_draw_their_own_random(
     assert "hello from node" in log_1 and "# exit code 0" in log_1
     log_3 = (settings.home / "logs" / "exp" / "node-3.log").read_text()
     assert "Traceback" in log_3
+
+
+MODEL_LIBRARIES = '''
+def run(ctx):
+    import sys
+    found = [name in sys.modules for name in ("mlflow", "sklearn.linear_model")]
+    with open(ctx.params["out"] + "/node.txt", "a") as f:
+        f.write(f"{ctx.attempt} {found[0]} {found[1]}\\n")
+'''
+
+
+def test_runs_after_the_first_find_the_model_libraries_imported(
+        settings: Settings, workdir: Path) -> None:
+    """MLflow and scikit-learn take seconds to import: the worker imports them after its
+    first run, so the runs of a training or validation node that follow do not pay again."""
+    out = workdir / "effects"
+    out.mkdir()
+    db = open_database(settings.database_url)
+    flow = Flow("m", [define_node("node", MODEL_LIBRARIES, kind="python",
+                                  params={"out": str(out)}, on_event="go",
+                                  options={"max_concurrent_runs": "1"})])
+    launch(db, flow, "exp")
+    daemon = start_daemon(settings)
+    worker = wait_until(lambda: warm_worker(daemon, "python"), 60, "the warm worker")
+    send_event(db, "go", 0)
+    wait_until(lambda: len(lines(out, "node")) == 1 and no_runner_left(db), 120, "a run")
+    assert lines(out, "node")[0].split()[1:] == ["False", "False"]  # not before a run
+
+    def imported() -> bool:  # scikit-learn's compiled modules, mapped into the worker
+        return "/sklearn/" in Path(f"/proc/{worker}/maps").read_text()
+
+    wait_until(imported, 120, "the worker to import the model libraries")
+    send_event(db, "go", 1)
+    wait_until(lambda: len(lines(out, "node")) == 2 and no_runner_left(db), 120, "two runs")
+    stop_daemon(settings)
+    assert lines(out, "node")[1].split()[1:] == ["True", "True"]

@@ -3,8 +3,10 @@
 A Python or DuckDB run used to cost two fresh interpreters (the runner that claims the
 trigger and records the run, and the child that runs the node), each paying for importing
 the package. A warm worker has imported what runs need (the store, the events, the node
-context, pandas; DuckDB for DuckDB nodes) once; for each run it forks the runner
-(:func:`ultron_nb.runners.process.run_node`), which forks the child that runs the user's code
+context, pandas; DuckDB for DuckDB nodes) once, and after its first run, while it waits,
+the libraries model nodes use (MLflow, scikit-learn: :data:`LATER`); for each run it forks
+the runner (:func:`ultron_nb.runners.process.run_node`), which forks the child that runs the
+user's code
 — so the user's code still runs in a process of its own, and a runner still leads a session
 of its own (a stop signals its process group; it outlives the worker and the scheduler).
 
@@ -43,6 +45,17 @@ RUNNER_MODULE = "ultron_nb.runners.process"
 PRELOAD: dict[str, tuple[str, ...]] = {
     "python": (RUNNER_MODULE, "pandas"),
     "duckdb": (RUNNER_MODULE, "ultron_nb.runners.duckdb_node", "pandas"),
+}
+#: What it imports after its first run, one module at a time while no request waits: the
+#: libraries model nodes use (MLflow, scikit-learn) take seconds to import, which each
+#: training, validation or serving run would pay again. Not before the first run: a worker
+#: starts with the scheduler, next to a cluster's JVMs starting, and a scheduler that runs
+#: no Python node should not pay for them. A request that comes meanwhile waits for one
+#: module's import at most.
+LATER: dict[str, tuple[str, ...]] = {
+    "python": ("mlflow", "mlflow.pyfunc", "mlflow.sklearn", "mlflow.artifacts",
+               "sklearn.linear_model", "sklearn.feature_extraction",
+               "ultron_nb.engines.mlflow.center", "ultron_nb.engines.mlflow.flavors"),
 }
 ACK_TIMEOUT = 60.0  # a new worker may still be importing
 
@@ -106,22 +119,47 @@ def _fork_runner(request: Mapping[str, Any]) -> int:
         os._exit(code)
 
 
+def _preload(kind: str, name: str) -> None:
+    try:
+        importlib.import_module(name)
+    except Exception as exc:  # not installed, or broken: the run that needs it says so
+        log.info("warm %s worker: %s not preloaded (%s: %s)", kind, name, type(exc).__name__,
+                 exc)
+
+
+def _open_store() -> None:
+    """Open the store once, its schema checked, so that a forked runner does not pay for
+    that check on each run (its connections are never shared: see
+    :mod:`ultron_nb.store`)."""
+    url = os.environ.get("ULTRON_DB_URL")
+    if not url:
+        return
+    try:
+        from ultron_nb.store import open_database
+
+        open_database(url)
+    except Exception as exc:  # the runner opens it again and says why
+        log.info("warm worker: the store is not opened ahead (%s)", exc)
+
+
 def serve(kind: str) -> int:
     """The worker's loop (see the module docstring)."""
     for name in PRELOAD.get(kind, ()):
-        try:
-            importlib.import_module(name)
-        except ImportError as exc:
-            log.info("warm %s worker: %s not preloaded (%s)", kind, name, exc)
+        _preload(kind, name)
+    _open_store()
     out = sys.stdout.fileno()
     os.set_blocking(out, False)
     stdin = sys.stdin.fileno()
     buffer = b""
     log.info("warm %s worker %d ready", kind, os.getpid())
+    later: list[str] = []
+    served = False
     while True:
-        readable, _, _ = select.select([stdin], [], [], 0.2)
+        readable, _, _ = select.select([stdin], [], [], 0.0 if later else 0.2)
         _reap(out)
         if not readable:
+            if later:
+                _preload(kind, later.pop(0))
             continue
         chunk = os.read(stdin, 65536)
         if not chunk:
@@ -134,6 +172,8 @@ def serve(kind: str) -> int:
                 sys.stdout.flush()
                 sys.stderr.flush()
                 _write(out, {"pid": _fork_runner(request)}, must=True)
+                if not served:
+                    served, later = True, list(LATER.get(kind, ()))
             except (OSError, ValueError, KeyError) as exc:
                 _write(out, {"error": f"{type(exc).__name__}: {exc}"}, must=True)
     log.info("warm %s worker %d: its parent is gone, exiting", kind, os.getpid())

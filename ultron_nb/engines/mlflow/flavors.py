@@ -28,7 +28,9 @@ class PickledModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
     def __init__(self, model: Any):
         self.model = model
 
-    def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+    # ``model_input`` carries no type hint: MLflow reads one as an input schema (and warns
+    # at import that ``Any`` is not one), while this wrapper takes whatever the model takes.
+    def predict(self, context: Any, model_input, params: Any = None) -> Any:  # type: ignore[no-untyped-def]
         proba = getattr(self.model, "predict_proba", None)
         if callable(proba):
             out = proba(model_input)
