@@ -60,11 +60,27 @@ def proxy_factory() -> Iterator[Any]:
 
 
 # ---------------------------------------------------------------- items 1 and 2
+def _define_here(workdir: Path) -> None:
+    """The flow of :func:`_define`, defined in this process (the CLI's define is not what
+    these tests are about, and each of its processes costs seconds)."""
+    from ultron_nb.config import Settings
+    from ultron_nb.flow.build import define_node
+    from ultron_nb.workspace import Workspace
+
+    ws = Workspace(Settings(home=workdir / ".ultron"))
+    for name, body in (("impressions", IMPRESSIONS), ("clicks", CLICKS)):
+        ws.define("ctr", define_node(name, body, kind="topic", time="ts", watermark="2 s"))
+    ws.define("ctr", define_node("passthrough", PASSTHROUGH,
+                                 options={"checkpoint_interval": "1 s"}))
+    ws.define("ctr", define_node("later", LATER, after=["passthrough"],
+                                 options={"checkpoint_interval": "1 s"}))
+
+
 @pytest.mark.parametrize("mode", ["html", "empty", "notfound"])
 def test_a_server_that_is_not_flink_is_one_line(workdir: Path, proxy_factory: Any,
                                                 mode: str) -> None:
     web = proxy_factory(mode=mode)
-    _define(workdir, {})
+    _define_here(workdir)
     r = ultron(workdir, "run", "--flow", "ctr", "--target", web.url)
     line = one_line(r, web.url, "not Flink", "Flink REST endpoint", error="ClusterError")
     assert "<" not in line and "It works" not in line  # the page is not pasted
