@@ -32,16 +32,38 @@ PASSTHROUGH = "SELECT imp_id, user_id, ts FROM impressions"
 LATER = "SELECT imp_id, ts FROM passthrough"
 
 
+#: The flow of these tests, as ``ultron node NAME --flow ctr FLAGS`` with BODY on stdin.
+NODES = (
+    ("impressions", ["--kind", "topic", "--time", "ts", "--watermark", "2 s"], IMPRESSIONS),
+    ("clicks", ["--kind", "topic", "--time", "ts", "--watermark", "2 s"], CLICKS),
+    ("passthrough", ["--option", "checkpoint_interval=1 s"], PASSTHROUGH),
+    ("later", ["--after", "passthrough", "--option", "checkpoint_interval=1 s"], LATER),
+)
+
+
 def _define(workdir: Path, env: dict[str, str]) -> None:
-    for name, flags, body in (
-            ("impressions", ["--kind", "topic", "--time", "ts", "--watermark", "2 s"],
-             IMPRESSIONS),
-            ("clicks", ["--kind", "topic", "--time", "ts", "--watermark", "2 s"], CLICKS),
-            ("passthrough", ["--option", "checkpoint_interval=1 s"], PASSTHROUGH),
-            ("later", ["--after", "passthrough", "--option", "checkpoint_interval=1 s"],
-             LATER)):
+    """The flow, through the CLI (a process per node, with ``env``)."""
+    for name, flags, body in NODES:
         r = ultron(workdir, "node", name, "--flow", "ctr", *flags, stdin=body, env=env)
         assert r.returncode == 0, r.stderr
+
+
+def _define_here(workdir: Path) -> None:
+    """The same flow, its flags parsed as the faces parse them, defined in this process (the
+    CLI's define is not what the tests using it are about, and each process costs seconds)."""
+    import argparse
+
+    from ultron_nb.arguments import add_node_arguments, node_kwargs
+    from ultron_nb.config import Settings
+    from ultron_nb.flow.build import define_node
+    from ultron_nb.workspace import Workspace
+
+    parser = argparse.ArgumentParser()
+    add_node_arguments(parser)
+    ws = Workspace(Settings(home=workdir / ".ultron"))
+    for name, flags, body in NODES:
+        args = parser.parse_args([name, *flags])
+        ws.define("ctr", define_node(args.name, body, **node_kwargs(args)))
 
 
 @pytest.fixture
@@ -60,22 +82,6 @@ def proxy_factory() -> Iterator[Any]:
 
 
 # ---------------------------------------------------------------- items 1 and 2
-def _define_here(workdir: Path) -> None:
-    """The flow of :func:`_define`, defined in this process (the CLI's define is not what
-    these tests are about, and each of its processes costs seconds)."""
-    from ultron_nb.config import Settings
-    from ultron_nb.flow.build import define_node
-    from ultron_nb.workspace import Workspace
-
-    ws = Workspace(Settings(home=workdir / ".ultron"))
-    for name, body in (("impressions", IMPRESSIONS), ("clicks", CLICKS)):
-        ws.define("ctr", define_node(name, body, kind="topic", time="ts", watermark="2 s"))
-    ws.define("ctr", define_node("passthrough", PASSTHROUGH,
-                                 options={"checkpoint_interval": "1 s"}))
-    ws.define("ctr", define_node("later", LATER, after=["passthrough"],
-                                 options={"checkpoint_interval": "1 s"}))
-
-
 @pytest.mark.parametrize("mode", ["html", "empty", "notfound"])
 def test_a_server_that_is_not_flink_is_one_line(workdir: Path, proxy_factory: Any,
                                                 mode: str) -> None:

@@ -19,7 +19,7 @@ from ultron_nb.events import send_event
 from ultron_nb.flow import Flow
 from ultron_nb.flow.build import define_node
 from ultron_nb.scheduler import daemon_status, start_daemon, stop_daemon
-from ultron_nb.store import open_database
+from ultron_nb.store import Database, open_database
 from ultron_nb.store.schema import jobs
 
 from ..scheduler.test_daemon import lines, no_runner_left, wait_until, warm_worker
@@ -64,17 +64,24 @@ def settings(workdir: Path) -> Iterator[Settings]:
         os.kill(pid, signal.SIGKILL)
 
 
-def test_forked_runs_exit_join_threads_run_atexit_and_draw_their_own_random(
-        settings: Settings, workdir: Path) -> None:
+def on_go(settings: Settings, workdir: Path, body: str) -> tuple[Database, Path, int, int]:
+    """Python node ``node`` (``body``) of experiment ``exp``, one run per event ``go`` at a
+    time, launched under a real daemon: (store, folder of its effects, daemon pid, warm
+    worker pid)."""
     out = workdir / "effects"
     out.mkdir()
     db = open_database(settings.database_url)
-    flow = Flow("w", [define_node("node", LIKE_A_PROCESS, kind="python",
-                                  params={"out": str(out)}, on_event="go",
-                                  options={"max_concurrent_runs": "1"})])
+    flow = Flow("w", [define_node("node", body, kind="python", params={"out": str(out)},
+                                  on_event="go", options={"max_concurrent_runs": "1"})])
     launch(db, flow, "exp")
     daemon = start_daemon(settings)
     worker = wait_until(lambda: warm_worker(daemon, "python"), 60, "the warm worker")
+    return db, out, daemon, worker
+
+
+def test_forked_runs_exit_join_threads_run_atexit_and_draw_their_own_random(
+        settings: Settings, workdir: Path) -> None:
+    db, out, daemon, worker = on_go(settings, workdir, LIKE_A_PROCESS)
     for k in range(4):
         send_event(db, "go", k)
     wait_until(lambda: len(lines(out, "node")) == 4 and no_runner_left(db), 120, "4 runs")
@@ -113,15 +120,7 @@ def test_runs_after_the_first_find_the_model_libraries_imported(
         settings: Settings, workdir: Path) -> None:
     """MLflow and scikit-learn take seconds to import: the worker imports them after its
     first run, so the runs of a training or validation node that follow do not pay again."""
-    out = workdir / "effects"
-    out.mkdir()
-    db = open_database(settings.database_url)
-    flow = Flow("m", [define_node("node", MODEL_LIBRARIES, kind="python",
-                                  params={"out": str(out)}, on_event="go",
-                                  options={"max_concurrent_runs": "1"})])
-    launch(db, flow, "exp")
-    daemon = start_daemon(settings)
-    worker = wait_until(lambda: warm_worker(daemon, "python"), 60, "the warm worker")
+    db, out, _daemon, worker = on_go(settings, workdir, MODEL_LIBRARIES)
     send_event(db, "go", 0)
     wait_until(lambda: len(lines(out, "node")) == 1 and no_runner_left(db), 120, "a run")
     assert lines(out, "node")[0].split()[1:] == ["False", "False"]  # not before a run

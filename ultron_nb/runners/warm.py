@@ -152,8 +152,7 @@ def serve(kind: str) -> int:
     stdin = sys.stdin.fileno()
     buffer = b""
     log.info("warm %s worker %d ready", kind, os.getpid())
-    later: list[str] = []
-    served = False
+    later: list[str] | None = None  # what LATER leaves to import, once a run was served
     while True:
         readable, _, _ = select.select([stdin], [], [], 0.0 if later else 0.2)
         _reap(out)
@@ -172,8 +171,8 @@ def serve(kind: str) -> int:
                 sys.stdout.flush()
                 sys.stderr.flush()
                 _write(out, {"pid": _fork_runner(request)}, must=True)
-                if not served:
-                    served, later = True, list(LATER.get(kind, ()))
+                if later is None:
+                    later = list(LATER.get(kind, ()))
             except (OSError, ValueError, KeyError) as exc:
                 _write(out, {"error": f"{type(exc).__name__}: {exc}"}, must=True)
     log.info("warm %s worker %d: its parent is gone, exiting", kind, os.getpid())

@@ -25,12 +25,16 @@ FLAVORS = ("auto", "sklearn", "pyfunc", "pickle")
 class PickledModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
     """A pyfunc wrapper around any object that predicts."""
 
+    # MLflow reads the type hint of ``predict`` as an input schema when a subclass is defined,
+    # and warns whether the hint is ``Any`` or missing; every node run importing this module
+    # printed that warning. This wrapper takes whatever its model takes: MLflow's own switch
+    # skips that reading (tests/engines/mlflow/test_flavors.py fails if it stops working).
+    _skip_type_hint_validation = True
+
     def __init__(self, model: Any):
         self.model = model
 
-    # ``model_input`` carries no type hint: MLflow reads one as an input schema (and warns
-    # at import that ``Any`` is not one), while this wrapper takes whatever the model takes.
-    def predict(self, context: Any, model_input, params: Any = None) -> Any:  # type: ignore[no-untyped-def]
+    def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
         proba = getattr(self.model, "predict_proba", None)
         if callable(proba):
             out = proba(model_input)
