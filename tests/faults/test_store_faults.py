@@ -15,6 +15,7 @@ import ctypes
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,9 @@ def test_a_full_disk_is_one_line_and_the_scheduler_says_it_once_then_recovers(
     wait_until(lambda: full in log.read_text(), 30, "the scheduler to notice the full disk")
     assert row_hashes(store) == before  # nothing half-written
 
+    # The disk stays full for a few of the scheduler's one-second retries (the duration is
+    # the input here, not a synchronisation: there is nothing to await while it fails).
+    time.sleep(2.5)
     # Space frees: it recovers, says so once, and the trigger runs exactly once.
     filler.unlink()
     recovered = wait_until(lambda: "recovered after" in log.read_text() and log.read_text(),
@@ -212,7 +216,7 @@ def test_a_full_disk_is_one_line_and_the_scheduler_says_it_once_then_recovers(
     assert recovered.count(full) == recovered.count("scheduler step failed") == 1, \
         recovered[-2000:]
     attempts = int(recovered.split("recovered after ")[1].split(" ")[0])
-    assert attempts >= 3  # it retried about every second — and logged it once
+    assert attempts >= 2  # it retried while the disk was full — and logged it once
 
     def finished() -> Any:
         r = ultron(disk, "status", "e1")
