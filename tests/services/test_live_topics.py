@@ -191,7 +191,9 @@ def test_stop_with_savepoint_appends_and_resume_give_the_truth(flink_workspace: 
     feed.append_all(6)
     assert poll(lambda: len(output_rows(ws, "live")) >= 50, 60)  # mid-stream
     before_restore = _restored_positions(flink_cluster)
-    big = feed.append_big(0, 30_000)  # a segment to be stopped in the middle of
+    # A segment to be stopped in the middle of: big enough that the reader is still in it
+    # when the stop's barrier arrives (30 000 rows were read to their end on a fast machine).
+    big = feed.append_big(0, 60_000)
     # Stop while the job reads it: its orders come out as they are read.
     assert poll(lambda: sum(r["order_id"].startswith(big)
                             for r in output_rows(ws, "live")) >= 300, 60)
