@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from ultron_nb.engines.duckdb.connection import ident
 from ultron_nb.engines.duckdb.features.layout import INGEST, TableDir, TableMeta
+from ultron_nb.engines.duckdb.features.merge import order_by_code_time, packing
 
 CODE = "__code"
 
@@ -55,8 +56,35 @@ def encode_keys(rows: pa.Table, keys: tuple[str, ...] | list[str]
 
 def sort_order(cur: duckdb.DuckDBPyConnection, groups: np.ndarray, vt: np.ndarray,
                ingest: np.ndarray) -> np.ndarray:
-    """The permutation sorting rows by key, version time, ingest time (input order on ties):
-    an integer sort on DuckDB's threads."""
+    """The permutation sorting rows by key, version time, ingest time (input order on ties).
+
+    (key, version time) pairs packed into one ``int64`` (:mod:`.merge`) are sorted by numpy's
+    vectorised sort; the few runs of equal pairs are then ordered by ingest time and position.
+    When the pairs do not pack (a time range of centuries over many keys), an integer sort on
+    DuckDB's threads."""
+    n = len(vt)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    pack = packing(groups, vt)
+    if pack.times is not None:
+        return _sort_in_duckdb(cur, groups, vt, ingest)
+    keys = pack.index_keys(groups.astype(np.int64, copy=False), vt)
+    order = np.argsort(keys)
+    keys = keys[order]
+    same = keys[1:] == keys[:-1]
+    if same.any():
+        run = np.zeros(n, dtype=bool)
+        run[1:] |= same
+        run[:-1] |= same
+        spots = np.flatnonzero(run)  # contiguous runs of equal pairs, in key order
+        members = order[spots]
+        members = members[np.lexsort((members, ingest[members], keys[spots]))]
+        order[spots] = members
+    return order
+
+
+def _sort_in_duckdb(cur: duckdb.DuckDBPyConnection, groups: np.ndarray, vt: np.ndarray,
+                    ingest: np.ndarray) -> np.ndarray:
     cur.register("__ultron_o", pa.table({"g": groups, "v": vt, "i": ingest,
                                          "p": np.arange(len(vt), dtype=np.int64)}))
     try:
@@ -80,7 +108,7 @@ class TableState:
         self._dead = np.zeros(0, dtype=bool)
         self.keys: pa.Table | None = None  # key columns + CODE
         self._cache: dict[str, pa.Table] = {}
-        self._walk: dict[str, dict[str, np.ndarray]] = {}
+        self._walk: dict[str, dict[str, Any]] = {}
         # Writes append while lookups read: the merges of history() and index() and every
         # change hold this lock, so a reader never sees half of a write.
         self._lock = threading.RLock()
@@ -225,6 +253,25 @@ class TableState:
             self._cache[name] = table
         return self._cache[name]
 
+    def sorted_live(self) -> dict[str, Any]:
+        """The current rows sorted by key code and version time (one per pair): numpy arrays
+        ``code``, ``vt`` and ``ingest`` (microseconds), ``row`` (position in :meth:`history`)
+        and ``keys`` (the pairs packed by ``packing``). What the as-of merge searches
+        (:mod:`.merge`)."""
+        with self._lock:
+            if "live" not in self._walk:
+                table = self._index("live")
+                code = table.column(CODE).to_numpy().astype(np.int64)
+                vt = _ints(table.column("__vt"))
+                order = order_by_code_time(code, vt)
+                code, vt = code[order], vt[order]
+                pack = packing(code, vt) if len(code) else None
+                self._walk["live"] = {
+                    "code": code, "vt": vt, "ingest": _ints(table.column("__ingest"))[order],
+                    "row": table.column("__i").to_numpy()[order], "packing": pack,
+                    "keys": pack.index_keys(code, vt) if pack else np.zeros(0, np.int64)}
+            return self._walk["live"]
+
     def walk(self, cur: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
         """Every row sorted by key code, version time, ingest time and position (numpy
         arrays ``code``, ``vt``, ``ingest`` in microseconds and ``row``), and ``position``: the
@@ -259,4 +306,7 @@ class TableState:
 
 
 def _ints(column: Any) -> np.ndarray:
+    """A timestamp (or integer) column as ``int64`` numbers (timestamps in microseconds)."""
+    if pa.types.is_timestamp(column.type) and column.type.unit != "us":
+        column = column.cast(pa.timestamp("us", column.type.tz))
     return column.cast(pa.int64()).to_numpy()

@@ -118,7 +118,7 @@ class DuckDBFeatureStore:
         cur = cursor(self._con)
         try:
             state = self._state(table, cur)
-            state.index(live_only=True)  # build the lookup index now, off the caller's thread
+            state.sorted_live()  # build the lookup index now, off the caller's thread
             log.debug("loaded feature table %s: %d rows, %d current", table, state.rows,
                       state.current)
             return table
