@@ -1,7 +1,8 @@
 """Backtracking benchmark: prepare (history -> ordered partitions) and point-in-time lookups.
 
-Figures are medians of ``--repeat`` runs (3), each run measuring the toolkit and its baseline
-side by side (alternating who goes first); ``spread`` gives (min, max) of every timing. Data are
+Figures are medians of ``--repeat`` runs (3; the end-to-end children ``--e2e-repeat``, 5: a
+fresh process's timings vary most), each run measuring the toolkit and its baseline side by
+side (alternating who goes first); ``spread`` gives (min, max) of every timing. Data are
 dirty on purpose, generated per configuration (``--per-key``: 10 and 100 versions per key):
 
 - samples (``--rows``, 1M): 0.5% null keys, 10% keys that have no features, some before their
@@ -347,7 +348,7 @@ def bench_prepare(work: Path, samples: Path, partitions: int, repeat: int) -> di
 
 
 def bench_lookup(work: Path, rows: int, versions: int, per_key: int, writes: int,
-                 repeat: int) -> dict[str, Any]:
+                 repeat: int, e2e_repeat: int) -> dict[str, Any]:
     from ultron_nb.engines.duckdb.connection import connect
     from ultron_nb.services.features import open_feature_store
 
@@ -375,7 +376,7 @@ def bench_lookup(work: Path, rows: int, versions: int, per_key: int, writes: int
     ], f"v{per_key} lookup")
     spec = {"samples": str(samples_path), "files": files}
     e2e: dict[str, list[dict[str, Any]]] = {"toolkit": [], "raw": []}
-    for i in range(repeat):
+    for i in range(e2e_repeat):
         for mode in (("toolkit", "raw") if i % 2 == 0 else ("raw", "toolkit")):
             store_dir = work / f"e2e_store_{per_key}_{i}"
             e2e[mode].append(run_child(mode, {**spec, "store": str(store_dir)}))
@@ -463,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--writes", type=int, default=3, help="feature files (writes)")
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--e2e-repeat", type=int, default=5,
+                        help="end-to-end runs (fresh processes) per side")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--child", nargs=2, metavar=("MODE", "SPEC"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -482,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         prepared: dict[str, Any] | None = None
         for per_key in args.per_key:
             result = bench_lookup(work, args.rows, args.versions, per_key, args.writes,
-                                  args.repeat)
+                                  args.repeat, args.e2e_repeat)
             if prepared is None:  # the history is the first configuration's samples
                 prepared = bench_prepare(work, work / f"samples_v{per_key}.parquet",
                                          args.partitions, args.repeat)

@@ -47,7 +47,7 @@ def test_merge_equals_a_brute_force_scan(spread: int) -> None:
     q_t = np.concatenate([rng.choice(vt, 1000),  # exact ties
                           rng.integers(-spread, spread, 4000)])  # some outside the range
     valid = (q_code >= 0) & (rng.random(5000) > 0.02)
-    got = asof(code, keys, pack, q_code, q_t, valid)
+    got = asof(keys, pack, q_code, q_t, valid)
     np.testing.assert_array_equal(got, brute(code, vt, q_code, q_t, valid))
 
 

@@ -149,18 +149,18 @@ def positions(cur: duckdb.DuckDBPyConnection, req: Request, s: Samples
     t, has_t = _micros(s.times)
     live = req.state.sorted_live()
     has_t &= code >= 0
-    at = asof(live["code"], live["keys"], live["packing"], code, t, has_t)
+    at = asof(live["keys"], live["packing"], code, t, has_t)
     matched = at >= 0
-    found = live["row"][at]  # at = -1 reads the last row: masked below
+    found = live["row"][at]  # at = -1 reads the last row: masked next
     found[~matched] = -1
     late = np.zeros(len(code), dtype=bool)
     if s.known is not None:
         known, has_known = _micros(s.known)
-        late = matched & has_known & (live["ingest"][at] > known)
+        late = matched & has_known & (req.state.times(INGEST)[found] > known)
     fresh = np.ones(len(code), dtype=bool)
     if req.ttl:
         oldest = t - int(req.ttl / timedelta(microseconds=1))
-        fresh = ~matched | (live["vt"][at] >= oldest)
+        fresh = ~matched | (req.state.times(req.state.meta.version_time)[found] >= oldest)
     stats = {"no_key": int((code < 0).sum()),
              "expired": int((matched & ~fresh & ~late).sum()), "known_time_fallback": 0}
     idx = np.where(fresh & ~late, found, -1)

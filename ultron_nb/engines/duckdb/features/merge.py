@@ -21,7 +21,8 @@ _ROOM = 1 << 62  # packed keys stay below this (headroom for the +1 offsets)
 
 @dataclass(frozen=True)
 class Packing:
-    """How (code, time) pairs of one index become sortable ``int64`` keys."""
+    """How (code, time) pairs of one index become sortable ``int64`` keys (a key's code is
+    ``key // span``)."""
 
     span: int  # multiplier of the code
     base: int  # the first version time (offset packing)
@@ -67,12 +68,12 @@ def order_by_code_time(code: np.ndarray, vt: np.ndarray) -> np.ndarray:
     return np.lexsort((vt, code))
 
 
-def asof(index_code: np.ndarray, index_keys: np.ndarray, pack: Packing, code: np.ndarray,
-         t: np.ndarray, valid: np.ndarray) -> np.ndarray:
+def asof(index_keys: np.ndarray, pack: Packing, code: np.ndarray, t: np.ndarray,
+         valid: np.ndarray) -> np.ndarray:
     """For each sample (``code``, ``t``; ``valid`` False for a missing key or time), the
-    position in the sorted index (its ``index_code`` and packed ``index_keys``) of the latest
-    row of its code with version time ``<= t``, or -1. Arrays ``int64``, times in the unit of
-    the index's. Few temporaries: on a fresh process every new array is page faults."""
+    position in the sorted index (its packed ``index_keys``) of the latest row of its code with
+    version time ``<= t``, or -1. Arrays ``int64``, times in the unit of the index's. Few
+    temporaries: on a fresh process every new array is page faults."""
     if not len(index_keys) or not valid.any():
         return np.full(len(code), -1, dtype=np.int64)
     want = pack.sample_keys(code, t)
@@ -83,7 +84,7 @@ def asof(index_code: np.ndarray, index_keys: np.ndarray, pack: Packing, code: np
     out = want  # reuse: ``want`` is not needed any more
     out[order] = found
     miss = out < 0
-    miss |= index_code[out] != code  # out = -1 reads the last row: masked by ``miss`` anyway
+    miss |= index_keys[out] // pack.span != code  # a key's code; out = -1 is masked anyway
     out[miss] = -1
     return out
 

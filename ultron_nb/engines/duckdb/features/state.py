@@ -254,23 +254,34 @@ class TableState:
         return self._cache[name]
 
     def sorted_live(self) -> dict[str, Any]:
-        """The current rows sorted by key code and version time (one per pair): numpy arrays
-        ``code``, ``vt`` and ``ingest`` (microseconds), ``row`` (position in :meth:`history`)
-        and ``keys`` (the pairs packed by ``packing``). What the as-of merge searches
-        (:mod:`.merge`)."""
+        """The current rows (one per key code and version time) as the as-of merge searches
+        them (:mod:`.merge`): ``keys``, the pairs packed by ``packing`` and sorted, and
+        ``row``, each one's position in :meth:`history`. Built straight from the per-write
+        runs with as few arrays as it can (each new array is page faults on a fresh process)."""
         with self._lock:
             if "live" not in self._walk:
-                table = self._index("live")
-                code = table.column(CODE).to_numpy().astype(np.int64)
-                vt = _ints(table.column("__vt"))
-                order = order_by_code_time(code, vt)
-                code, vt = code[order], vt[order]
+                code = np.concatenate([r.column(CODE).to_numpy() for r in self._runs]
+                                      ).astype(np.int64)
+                row = np.concatenate([r.column("__i").to_numpy() for r in self._runs])
+                vt = np.concatenate([_ints(r.column("__vt")) for r in self._runs])
+                alive = ~self._dead[row]
+                if not alive.all():
+                    code, row, vt = code[alive], row[alive], vt[alive]
                 pack = packing(code, vt) if len(code) else None
-                self._walk["live"] = {
-                    "code": code, "vt": vt, "ingest": _ints(table.column("__ingest"))[order],
-                    "row": table.column("__i").to_numpy()[order], "packing": pack,
-                    "keys": pack.index_keys(code, vt) if pack else np.zeros(0, np.int64)}
+                keys = pack.index_keys(code, vt) if pack else np.zeros(0, np.int64)
+                order = np.argsort(keys) if pack and pack.times is None else \
+                    order_by_code_time(code, vt)
+                self._walk["live"] = {"keys": keys[order], "row": row[order],
+                                      "packing": pack}
             return self._walk["live"]
+
+    def times(self, column: str) -> np.ndarray:
+        """A time column of :meth:`history` as ``int64`` microseconds (NULLs never occur)."""
+        with self._lock:
+            name = f"times:{column}"
+            if name not in self._walk:
+                self._walk[name] = {"values": _ints(self._merged().column(column))}
+            return self._walk[name]["values"]
 
     def walk(self, cur: duckdb.DuckDBPyConnection) -> dict[str, np.ndarray]:
         """Every row sorted by key code, version time, ingest time and position (numpy
