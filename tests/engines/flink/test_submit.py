@@ -15,6 +15,7 @@ from ultron_nb.engines.flink.submit import (
     collect,
     compile_job,
     planner_message,
+    prepare,
     submit,
     target_configuration,
 )
@@ -108,3 +109,29 @@ def test_collect_runs_a_bounded_query_in_process(tmp_path: Path, flink_cluster: 
     spec = _spec(tmp_path, "", flink_cluster, rows=30)
     columns, rows = collect(spec.statements, "SELECT id FROM src WHERE id >= 10", limit=7)
     assert columns == ["id"] and len(rows) == 7
+
+
+@pytest.mark.flink
+def test_a_stream_job_runs_its_compiled_plan_and_a_stored_spec_runs_the_same_one(
+    tmp_path: Path, flink_cluster: Any,
+) -> None:
+    """What a resume relies on: the stored spec carries the compiled plan, and a job prepared
+    from it (a resume, in a new environment) has the same operator ids as the first job, so
+    its state maps back. A batch job has no plan (it is planned again when it runs)."""
+    spec = _spec(tmp_path, "SELECT id * 10 AS x, ts FROM src", flink_cluster)
+    job = compile_job(spec, _sink(tmp_path))
+    assert job.plan is not None and "nodes" in json.loads(spec.plan or "{}")
+    stored = JobSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+    assert stored.plan == spec.plan
+    with FlinkRest(flink_cluster.url) as rest:
+        first = submit(job, rest, name="plan-first")
+        again = submit(prepare(stored), rest, name="plan-again")
+        for job_id in (first, again):
+            assert rest.await_state(job_id, {"finished"}, 60) == "finished"
+        names = {j.id: j.name for j in rest.jobs()}
+        assert (names[first], names[again]) == ("plan-first", "plan-again")
+        vertices = [sorted(v["id"] for v in rest.plan(j)) for j in (first, again)]
+    assert vertices[0] == vertices[1] and vertices[0]
+    batch = _spec(tmp_path, "SELECT id FROM src", flink_cluster)
+    batch.mode = "batch"
+    assert compile_job(batch, _sink(tmp_path / "b")).plan is None and batch.plan is None

@@ -346,6 +346,7 @@ def _compile_remote(server: Server, spec: JobSpec, sink_ddl_for: Any) -> Compile
         spec.sink_ddl = sink_ddl_for(columns, spec)
         reply = exchange(sock, {"op": "validate", "sink_ddl": spec.sink_ddl,
                                 "rowtime": spec.rowtime})
+    spec.plan = reply.get("plan")
     return CompiledJob(spec, columns, ServerHandle(str(reply["handle"])))
 
 

@@ -153,7 +153,7 @@ class JobServer:
                     spec.rowtime = request.get("rowtime")
                     with self.jvm:
                         job = submit.validate_insert(env, spec, columns)
-                    reply = {"handle": self._keep(job)}
+                    reply = {"handle": self._keep(job), "plan": job.spec.plan}
                 elif op == "execute":
                     spec = submit.JobSpec.from_dict(request["spec"])
                     self.warm.wait()
@@ -212,7 +212,9 @@ def _warm_compile(folder: Path) -> None:
                     for n, t in columns]
             return ddl.sink_table(job.sink_name, folder / "out", cols, rollover="2 s")
 
-        submit.compile_job(spec, sink)
+        job = submit.compile_job(spec, sink)
+        if job.plan is not None:  # also the translation a submission runs (to a stream graph)
+            submit.translate(job)
 
 
 # ---------------------------------------------------------------- the process

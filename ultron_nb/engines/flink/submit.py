@@ -10,9 +10,11 @@ same settings given to a ``StreamExecutionEnvironment`` outside ``flink run`` si
 mini cluster in-process). After submission the job id is checked in the target's ``GET /jobs``.
 
 SQL is validated before anything is submitted: the query is planned (``sql_query``), then the
-whole ``INSERT`` is optimized (``explain_sql``), which also catches queries a sink cannot take
-(updates into an append-only topic, two rowtime columns). Errors become
-:class:`~ultron_nb.errors.SqlError` with the planner's useful line and the node's name.
+whole ``INSERT`` is optimized — compiled into a plan for a stream job (``compilePlanSql``, run
+as it is at submission and again at a resume), ``explain_sql`` for a batch job — which also
+catches queries a sink cannot take (updates into an append-only topic, two rowtime columns).
+Errors become :class:`~ultron_nb.errors.SqlError` with the planner's useful line and the
+node's name.
 """
 
 from __future__ import annotations
@@ -184,6 +186,7 @@ class JobSpec:
     sink_ddl: str = ""  # filled by compile_job once the output schema is known
     config: dict[str, str] = field(default_factory=dict)
     rowtime: str | None = None  # output rowtime column: its watermark is written as __wm
+    plan: str | None = None  # the compiled plan (JSON) a stream job runs: a resume runs it again
 
     @property
     def insert(self) -> str:
@@ -197,14 +200,14 @@ class JobSpec:
     def to_dict(self) -> dict[str, Any]:
         return {"node": self.node, "mode": self.mode, "statements": list(self.statements),
                 "query": self.query, "sink_name": self.sink_name, "sink_ddl": self.sink_ddl,
-                "config": dict(self.config), "rowtime": self.rowtime}
+                "config": dict(self.config), "rowtime": self.rowtime, "plan": self.plan}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> JobSpec:
         return cls(node=data["node"], mode=data["mode"], statements=list(data["statements"]),
                    query=data["query"], sink_name=data["sink_name"],
                    sink_ddl=data.get("sink_ddl", ""), config=dict(data.get("config", {})),
-                   rowtime=data.get("rowtime"))
+                   rowtime=data.get("rowtime"), plan=data.get("plan"))
 
 
 @dataclass
@@ -214,6 +217,7 @@ class CompiledJob:
     spec: JobSpec
     columns: list[tuple[str, str]]  # output columns as Flink resolved them (with *ROWTIME*)
     env: Any = field(repr=False, default=None)
+    plan: Any = field(repr=False, default=None)  # the Java CompiledPlan of spec.plan
 
     @property
     def rowtime_columns(self) -> list[str]:
@@ -253,8 +257,24 @@ def plan_query(spec: JobSpec) -> tuple[Any, list[tuple[str, str]]]:
 
 
 def validate_insert(env: Any, spec: JobSpec, columns: list[tuple[str, str]]) -> CompiledJob:
-    """The second half: declare ``spec.sink_ddl`` and have the whole INSERT optimized."""
+    """The second half: declare ``spec.sink_ddl`` and have the whole INSERT optimized.
+
+    A stream job's INSERT is compiled into a plan (``compilePlanSql``: the optimization and
+    the translation, once), kept in ``spec.plan``: its submission then only runs the plan,
+    and a resume from a savepoint runs the very same plan (its operators keep their ids). A
+    batch job, or a query Flink cannot put in a plan, is optimized by ``explain_sql`` and
+    planned again when it is submitted."""
     _run_statements(env, spec.node, [spec.sink_ddl])
+    spec.plan = None
+    if spec.mode == "stream":
+        try:
+            plan = env._j_tenv.compilePlanSql(spec.insert)
+            spec.plan = str(plan.asJsonString())
+            return CompiledJob(spec, columns, env, plan=plan)
+        except Exception as exc:
+            if not _is_java_error(exc):
+                raise
+            log.debug("node %s: no compiled plan (%s)", spec.node, planner_message(exc))
     try:
         env.explain_sql(spec.insert)
     except Exception as exc:
@@ -279,11 +299,36 @@ def compile_job(
     return validate_insert(env, spec, columns)
 
 
+def translate(job: CompiledJob) -> str:
+    """The stream graph ``job``'s compiled plan becomes (as JSON), without submitting it: what
+    a submission runs before it reaches the cluster (the job server warms up with it)."""
+    from pyflink.java_gateway import get_gateway
+
+    gateway = get_gateway()
+    api = gateway.jvm.org.apache.flink.table.api
+    details = gateway.new_array(api.ExplainDetail, 1)
+    details[0] = api.ExplainDetail.JSON_EXECUTION_PLAN
+    return str(job.plan.explain(api.ExplainFormat.TEXT, details))
+
+
 def prepare(spec: JobSpec) -> CompiledJob:
-    """Re-create a compiled job from a stored spec (resume from a savepoint)."""
+    """Re-create a compiled job from a stored spec (resume from a savepoint): its compiled
+    plan when it has one, so that the job's operators keep the ids its state is stored by."""
     env = table_environment(spec.mode, spec.config)
     _run_statements(env, spec.node, [*spec.statements, spec.sink_ddl])
-    return CompiledJob(spec, [], env)
+    plan = None
+    if spec.plan:
+        from pyflink.java_gateway import get_gateway
+
+        reference = get_gateway().jvm.org.apache.flink.table.api.PlanReference
+        try:
+            plan = env._j_tenv.loadPlan(reference.fromJsonString(spec.plan))
+        except Exception as exc:
+            if not _is_java_error(exc):
+                raise
+            raise SqlError(f"node {spec.node!r}: its stored plan does not load: "
+                           f"{planner_message(exc)}") from None
+    return CompiledJob(spec, [], env, plan=plan)
 
 
 def execute(job: CompiledJob, *, url: str, name: str | None = None) -> str:
@@ -296,6 +341,8 @@ def execute(job: CompiledJob, *, url: str, name: str | None = None) -> str:
         if name:
             job.env.get_config().set("pipeline.name", name)
         try:
+            if job.plan is not None:
+                return str(job.plan.execute().getJobClient().get().getJobID().toString())
             result = job.env.execute_sql(spec.insert)
         except Exception as exc:
             if not _is_java_error(exc):
