@@ -58,16 +58,6 @@ def packing(code: np.ndarray, vt: np.ndarray) -> Packing:
     return Packing(len(times) + 1, 0, times)
 
 
-def order_by_code_time(code: np.ndarray, vt: np.ndarray) -> np.ndarray:
-    """The permutation sorting (code, version time) pairs, distinct pairs assumed."""
-    if not len(code):
-        return np.zeros(0, dtype=np.int64)
-    pack = packing(code, vt)
-    if pack.times is None:
-        return np.argsort(pack.index_keys(code, vt))
-    return np.lexsort((vt, code))
-
-
 def asof(index_keys: np.ndarray, pack: Packing, code: np.ndarray, t: np.ndarray,
          valid: np.ndarray) -> np.ndarray:
     """For each sample (``code``, ``t``; ``valid`` False for a missing key or time), the

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from ultron_nb.engines.duckdb.connection import ident
 from ultron_nb.engines.duckdb.features.layout import INGEST, TableDir, TableMeta
-from ultron_nb.engines.duckdb.features.merge import order_by_code_time, packing
+from ultron_nb.engines.duckdb.features.merge import packing
 
 CODE = "__code"
 
@@ -54,21 +54,16 @@ def encode_keys(rows: pa.Table, keys: tuple[str, ...] | list[str]
     return combined, rows.select(list(keys)).take(pa.array(first))
 
 
-def sort_order(cur: duckdb.DuckDBPyConnection, groups: np.ndarray, vt: np.ndarray,
-               ingest: np.ndarray) -> np.ndarray:
+def sort_order(groups: np.ndarray, vt: np.ndarray, ingest: np.ndarray) -> np.ndarray:
     """The permutation sorting rows by key, version time, ingest time (input order on ties).
 
     (key, version time) pairs packed into one ``int64`` (:mod:`.merge`) are sorted by numpy's
-    vectorised sort; the few runs of equal pairs are then ordered by ingest time and position.
-    When the pairs do not pack (a time range of centuries over many keys), an integer sort on
-    DuckDB's threads."""
+    vectorised sort (either packing keeps their order); the few runs of equal pairs are then
+    ordered by ingest time and position."""
     n = len(vt)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    pack = packing(groups, vt)
-    if pack.times is not None:
-        return _sort_in_duckdb(cur, groups, vt, ingest)
-    keys = pack.index_keys(groups.astype(np.int64, copy=False), vt)
+    keys = packing(groups, vt).index_keys(groups.astype(np.int64, copy=False), vt)
     order = np.argsort(keys)
     keys = keys[order]
     same = keys[1:] == keys[:-1]
@@ -81,17 +76,6 @@ def sort_order(cur: duckdb.DuckDBPyConnection, groups: np.ndarray, vt: np.ndarra
         members = members[np.lexsort((members, ingest[members], keys[spots]))]
         order[spots] = members
     return order
-
-
-def _sort_in_duckdb(cur: duckdb.DuckDBPyConnection, groups: np.ndarray, vt: np.ndarray,
-                    ingest: np.ndarray) -> np.ndarray:
-    cur.register("__ultron_o", pa.table({"g": groups, "v": vt, "i": ingest,
-                                         "p": np.arange(len(vt), dtype=np.int64)}))
-    try:
-        got = cur.sql("SELECT p FROM __ultron_o ORDER BY g, v, i, p").fetchnumpy()["p"]
-    finally:
-        cur.unregister("__ultron_o")
-    return np.asarray(got, dtype=np.int64)
 
 
 class TableState:
@@ -136,7 +120,7 @@ class TableState:
             sup_path = folder.superseded_file(seq)
             pairs = pq.read_table(sup_path) if sup_path.is_file() else None
             codes = self.assign_codes(cur, *encode_keys(rows, self.meta.key))
-            order = sort_order(cur, codes, _ints(rows.column(self.meta.version_time)),
+            order = sort_order(codes, _ints(rows.column(self.meta.version_time)),
                                _ints(rows.column(INGEST)))
             superseded = np.zeros(0, dtype=np.int64)
             if pairs is not None and pairs.num_rows:
@@ -269,8 +253,7 @@ class TableState:
                     code, row, vt = code[alive], row[alive], vt[alive]
                 pack = packing(code, vt) if len(code) else None
                 keys = pack.index_keys(code, vt) if pack else np.zeros(0, np.int64)
-                order = np.argsort(keys) if pack and pack.times is None else \
-                    order_by_code_time(code, vt)
+                order = np.argsort(keys)  # both packings sort as (code, version time) does
                 self._walk["live"] = {"keys": keys[order], "row": row[order],
                                       "packing": pack}
             return self._walk["live"]

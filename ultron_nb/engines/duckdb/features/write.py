@@ -125,7 +125,7 @@ def resolve(cur: duckdb.DuckDBPyConnection, rows: pa.Table, valid: np.ndarray,
     groups, group_keys = encode_keys(keyed if every else keyed.take(pa.array(sub)), meta.key)
     vt = rows.column(meta.version_time).cast(pa.int64()).to_numpy()[sub]
     ing = rows.column(INGEST).cast(pa.int64()).to_numpy()[sub]
-    order = sort_order(cur, groups, vt, ing)  # positions in ``sub``
+    order = sort_order(groups, vt, ing)  # positions in ``sub``
     g, v, i = groups[order], vt[order], ing[order]
     same_vt = (g[1:] == g[:-1]) & (v[1:] == v[:-1])
     same_all = same_vt & (i[1:] == i[:-1])
