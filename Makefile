@@ -59,8 +59,10 @@ lint: setup
 	@# Import contracts (pyproject.toml [tool.importlinter]): layers, forbidden arrows, no cycles.
 	$(BIN)/lint-imports --no-cache
 
+# Two workers (each with its own session cluster and servers): most tests wait on Flink, so
+# two side by side fit a 2-core machine; the notebooks go first (tests/conftest.py).
 test: setup lint
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=25
 
 demo: setup
 	@mkdir -p $(DEMO_HOME)

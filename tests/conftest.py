@@ -82,6 +82,15 @@ def _job_servers_stopped(request: pytest.FixtureRequest) -> Iterator[None]:
             jobclient.stop_server(Settings(home=record.parent))
 
 
+#: Test files that run for minutes: collected first, so that the two workers of `make test`
+#: start them early instead of one worker ending the run alone.
+LONG_FILES = ("test_notebooks.py",)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.name not in LONG_FILES)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("ULTRON_TEST", "1")
 
