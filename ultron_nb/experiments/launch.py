@@ -7,9 +7,10 @@ cluster is shared instead of launched again; every other node gets a new instanc
 new, empty output (see :mod:`ultron_nb.flow.plan`).
 
 Two phases: every node is compiled and checked first, and the cluster's free task slots are
-compared with what the plan needs — nothing is recorded if anything is wrong; then jobs are
-submitted in topological order, and if a submission fails the jobs this launch started are
-cancelled and the experiment is marked failed.
+compared with what the plan needs — nothing is recorded if anything is wrong; then the jobs
+are submitted side by side (a replay's in topological order, each once what it reads is
+complete), and if a submission fails the jobs this launch started are cancelled and the
+experiment is marked failed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 import shutil
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from ultron_nb.engines.flink.rest import remember_credentials
@@ -43,6 +45,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Instance states a launch shares.
+#: Flink jobs of one launch submitted at once (the job server takes them side by side).
+SUBMIT_AT_ONCE = 4
 SHAREABLE = frozenset({"running", "restarting", "submitting", "ready"})
 
 
@@ -271,22 +275,42 @@ def _submit_all(ws: Workspace, flink: FlinkRunner, compiler: FlinkCompiler,
                 compiled: dict[str, CompiledNode], to_run: Sequence[PlannedNode],
                 exp_name: str, url: str, *, bounded: bool, timeout: float
                 ) -> list[tuple[str, str]]:
-    """Phase 2: submit in topological order; roll back on the first failure."""
-    submitted: list[tuple[str, str]] = []  # (node, flink job id)
-    current = ""
-    try:
+    """Phase 2: submit; roll back every job this launch started when one submission fails.
+
+    Unbounded, the jobs are submitted side by side (:data:`SUBMIT_AT_ONCE` at a time): a stream
+    job reads its upstream's output as it comes and waits for nobody. Bounded (a replay), in
+    topological order, each once the upstream jobs it reads have finished."""
+    submitted: list[tuple[str, str]] = []  # (node, flink job id), in topological order
+    failed: list[tuple[str, BaseException]] = []
+    if bounded or len(to_run) < 2:
         for p in to_run:
-            current = p.node
             item = compiled[p.node]
-            if bounded and item.depends_on:
-                for node, job_id in submitted:
-                    if node in item.depends_on:
-                        flink.rest(url).await_state(job_id, {"finished"}, timeout)
-                item = compiler.compile(p.node)  # re-plan: the upstream output is complete
-            _, job_id = flink.submit(item, url)
-            submitted.append((p.node, job_id))
-    except UltronError as exc:
-        _roll_back(ws, flink, url, exp_name, submitted, failed_node=current)
+            try:
+                if bounded and item.depends_on:
+                    for node, job_id in submitted:
+                        if node in item.depends_on:
+                            flink.rest(url).await_state(job_id, {"finished"}, timeout)
+                    item = compiler.compile(p.node)  # re-plan: the upstream output is complete
+                submitted.append((p.node, flink.submit(item, url)[1]))
+            except Exception as exc:
+                failed.append((p.node, exc))
+                break
+    else:
+        with ThreadPoolExecutor(max_workers=min(SUBMIT_AT_ONCE, len(to_run)),
+                                thread_name_prefix="ultron-submit") as pool:
+            futures = [(p.node, pool.submit(flink.submit, compiled[p.node], url))
+                       for p in to_run]
+        for node, future in futures:
+            exc = future.exception()
+            if exc is None:
+                submitted.append((node, future.result()[1]))
+            else:
+                failed.append((node, exc))
+    if failed:
+        node, exc = failed[0]
+        _roll_back(ws, flink, url, exp_name, submitted, failed_node=node)
+        if not isinstance(exc, UltronError):
+            raise exc
         raise type(exc)(
             f"{exc} — launch of {exp_name!r} rolled back"
             + (f" (cancelled {', '.join(n for n, _ in submitted)})" if submitted else "")

@@ -76,8 +76,8 @@ def _error(exc: BaseException) -> dict[str, Any]:
 
 
 class JobServer:
-    """The server's state: the warm JVM (one request at a time uses it) and the compiled
-    environments waiting for their submission."""
+    """The server's state: the warm JVM (one compilation at a time uses it; submissions run
+    side by side) and the compiled environments waiting for their submission."""
 
     def __init__(self, headers: str):
         self.headers = headers
@@ -158,11 +158,13 @@ class JobServer:
                     spec = submit.JobSpec.from_dict(request["spec"])
                     self.warm.wait()
                     job = self._take(request.get("handle"))
-                    with self.jvm:
-                        if job is None:
+                    if job is None:
+                        with self.jvm:
                             job = submit.prepare(spec)
-                        job_id = submit.execute(job, url=str(request.get("url", "")),
-                                                name=request.get("name"))
+                    # Not under the JVM lock: submissions of several jobs (one launch's,
+                    # several kernels') go side by side, each in its own environment.
+                    job_id = submit.execute(job, url=str(request.get("url", "")),
+                                            name=request.get("name"))
                     reply = {"job_id": job_id}
                 else:
                     reply = {"error": {"type": "EngineError",

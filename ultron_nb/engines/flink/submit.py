@@ -337,28 +337,29 @@ def execute(job: CompiledJob, *, url: str, name: str | None = None) -> str:
     ``url`` names the target in messages. SqlError for SQL Flink refuses now, ClusterError
     when the target does not take the job."""
     spec = job.spec
-    with _LOCK:
-        if name:
-            job.env.get_config().set("pipeline.name", name)
-        try:
-            if job.plan is not None:
-                return str(job.plan.execute().getJobClient().get().getJobID().toString())
-            result = job.env.execute_sql(spec.insert)
-        except Exception as exc:
-            if not _is_java_error(exc):
-                raise
-            message = planner_message(exc, line_offset=1)
-            if "Connection refused" in str(exc) or "Could not submit job" in str(exc) or (
-                "RestClientException" in str(exc)
-            ):
-                raise ClusterError(
-                    f"node {spec.node!r}: submission to {url} failed: {message}"
-                ) from None
-            raise SqlError(f"node {spec.node!r}: {message}") from None
-        client = result.get_job_client()
-        if client is None:
-            raise ClusterError(f"node {spec.node!r}: Flink returned no job client")
-        return str(client.get_job_id())
+    # No process-wide lock: each job has an environment of its own, so several submissions
+    # (a launch's jobs) run side by side.
+    if name:
+        job.env.get_config().set("pipeline.name", name)
+    try:
+        if job.plan is not None:
+            return str(job.plan.execute().getJobClient().get().getJobID().toString())
+        result = job.env.execute_sql(spec.insert)
+    except Exception as exc:
+        if not _is_java_error(exc):
+            raise
+        message = planner_message(exc, line_offset=1)
+        if "Connection refused" in str(exc) or "Could not submit job" in str(exc) or (
+            "RestClientException" in str(exc)
+        ):
+            raise ClusterError(
+                f"node {spec.node!r}: submission to {url} failed: {message}"
+            ) from None
+        raise SqlError(f"node {spec.node!r}: {message}") from None
+    client = result.get_job_client()
+    if client is None:
+        raise ClusterError(f"node {spec.node!r}: Flink returned no job client")
+    return str(client.get_job_id())
 
 
 def await_listed(node: str, job_id: str, rest: Any, *, timeout: float = 60.0) -> None:
