@@ -9,23 +9,28 @@ duplicated, wrong — and each hourly training window must run exactly once.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pandas as pd
 import pytest
 
+from tests.faults.faults import row_hashes
 from tests.support.waiting import wait_until
 from ultron_nb import experiments as ex
 from ultron_nb.engines.flink.rest import FlinkRest
-from ultron_nb.errors import ClusterError, FlowError
+from ultron_nb.errors import ClusterError, FlowError, NotFoundError
 from ultron_nb.events.keys import NodeState
+from ultron_nb.experiments.savepoints import lineage
 from ultron_nb.flow.build import define_node
 from ultron_nb.scheduler import daemon_status, start_daemon, stop_daemon
 from ultron_nb.services.clone import clone
 from ultron_nb.store import experiments as repo
+from ultron_nb.store import savepoints as sp_repo
 
 from .rides import T0, Rides, compare, define_rides, ledger, truth
 
@@ -107,6 +112,19 @@ def test_stop_with_savepoints_while_the_scheduler_runs_then_resume_loses_nothing
         states = rest.job_ids()
         assert all(states.get(views[n].job.external_id) == "finished" for n in FLINK_NODES)
     trained_at_stop = trained_hours(out)
+    # Each savepoint is in the lineage: its experiment, flow version, the state it holds.
+    with ws.db.read() as conn:
+        first = {s.node_name: s for s in sp_repo.of_experiments(conn, ["r1"])}
+    assert sorted(first) == sorted(FLINK_NODES)
+    for node, sp in first.items():
+        assert (sp.location, sp.parent, sp.flow_version) == \
+            (views[node].job.savepoint, None, exp.flow_version)
+        kinds = {op["type"].rsplit("_", 1)[0] for op in sp.operators or []}
+        assert {"stream-exec-table-source-scan", "stream-exec-sink"} <= kinds, (node, kinds)
+    held = {n: [op["type"].rsplit("_", 1)[0] for op in sp.operators or []]
+            for n, sp in first.items()}
+    assert any(t.endswith("window-aggregate") for t in held["rider_hourly"]), held
+    assert "stream-exec-interval-join" in held["matched"], held
 
     for h in range(5, 8):  # data keeps arriving while the experiment is stopped
         rides.hour(h)
@@ -133,7 +151,28 @@ def test_stop_with_savepoints_while_the_scheduler_runs_then_resume_loses_nothing
                "evaluate to see every trained hour")
     ev = output(ws, "r1", "evaluate")
     assert list(ev.n) == [r["rows"] for r in ledger(out)]
-    ex.stop(ws, "r1")
+
+    # Stopped again: the new savepoints come from the first ones. One deleted by hand is
+    # refused in one line naming the node and the savepoint; nothing changes or starts.
+    ex.stop(ws, "r1", savepoint=True)
+    with ws.db.read() as conn:
+        second = {s.node_name: s for s in sp_repo.of_experiments(conn, ["r1"])
+                  if s.id not in {f.id for f in first.values()}}
+    assert {n: s.parent for n, s in second.items()} == {n: s.id for n, s in first.items()}
+    gone = second["samples"]
+    shutil.rmtree(urlsplit(gone.location).path)
+    assert "deleted" in str(lineage(ws, "r1"))
+    before = row_hashes(ws.settings.home / "ultron.db")
+    with FlinkRest(ws.settings.target_url) as rest:
+        jobs_before = set(rest.job_ids())
+    with pytest.raises(NotFoundError) as refused:
+        ex.resume(ws, "r1")
+    message = str(refused.value)
+    assert "\n" not in message and "node 'samples' of 'r1'" in message, message
+    assert f"savepoint {gone.id}" in message and "no longer exists" in message
+    assert row_hashes(ws.settings.home / "ultron.db") == before
+    with FlinkRest(ws.settings.target_url) as rest:
+        assert set(rest.job_ids()) == jobs_before
 
 
 def test_restart_works_for_every_node_kind_and_a_fresh_launch_shows_no_old_state(

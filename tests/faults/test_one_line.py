@@ -37,6 +37,7 @@ BAD_VALUES: dict[str, tuple[list[str], str | None, list[str]]] = {
     "experiments": (["--of"], None, ["--of"]),
     "stop": (["ghost"], None, ["ghost"]),
     "resume": (["ghost"], None, ["ghost"]),
+    "savepoints": (["ghost"], None, ["ghost"]),
     "restart": (["ghost", "imps"], None, ["ghost"]),
     "preview": (["imps", "--limit", "0"], None, ["--limit"]),
     "sql": (["--flow", "f", "--limit", "0"], "SELECT * FROM imps", ["--limit"]),

@@ -161,6 +161,7 @@ def test_a_version_2_store_migrates_bodies_and_forgets_credentials(workdir: Path
     import sqlalchemy as sa
 
     from ultron_nb.store.db import Database
+    from ultron_nb.store.schema import SCHEMA_VERSION
 
     url = f"sqlite:///{workdir / 'old.db'}"
     r = ultron(workdir, "--db-url", url, "node", "q", "--flow", "f", "--kind", "duckdb",
@@ -185,7 +186,8 @@ def test_a_version_2_store_migrates_bodies_and_forgets_credentials(workdir: Path
     with db.read() as conn:
         assert conn.execute(sa.text("SELECT target FROM experiments")).scalar_one() == \
             "http://127.0.0.1:8081"
-        assert conn.execute(sa.text("SELECT value FROM ultron_meta")).scalar_one() == "3"
+        version = conn.execute(sa.text("SELECT value FROM ultron_meta")).scalar_one()
+        assert version == str(SCHEMA_VERSION)
     db.dispose()
     r = ultron(workdir, "--db-url", url, "nodes", "f")
     assert r.returncode == 0 and "duckdb" in r.stdout, r.stderr

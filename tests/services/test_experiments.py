@@ -15,12 +15,15 @@ import pytest
 
 from ultron_nb import experiments as ex
 from ultron_nb.engines.flink.rest import FlinkRest
-from ultron_nb.errors import ClusterError, NotFoundError, SqlError
+from ultron_nb.errors import ClusterError, ConfigError, NotFoundError, SqlError
 from ultron_nb.events import latest
+from ultron_nb.experiments.savepoints import lineage
 from ultron_nb.flow.build import define_node
 from ultron_nb.flow.plan import instance_id
+from ultron_nb.runners.flink_compile import FlinkCompiler, save_job_spec
 from ultron_nb.services.datagen import gen_clicklog
 from ultron_nb.store import experiments as repo
+from ultron_nb.store import savepoints as sp_repo
 
 from .flink_flows import (
     check_label_join,
@@ -134,6 +137,46 @@ def test_live_experiment_stop_with_savepoint_resume_and_restart_of_the_kernel(
     assert list(frame.columns) == ["imp_id", "label"] and len(frame) == 5
     assert frame.attrs["note"] == "first 5 rows (more exist: raise --limit)"  # said, not silent
 
+    # A second stop with savepoints: each savepoint records the one its job restored.
+    ex.stop(ws, "live", savepoint=True)
+    with ws.db.read() as conn:
+        taken = sp_repo.of_experiments(conn, ["live"])
+    first = {s.node_name: s for s in taken[:2]}
+    second = {s.node_name: s for s in taken[2:]}
+    assert sorted(first) == sorted(second) == ["ctr_minute", "label_join"]
+    assert all(s.parent is None for s in first.values())
+    assert {n: s.parent for n, s in second.items()} == {n: s.id for n, s in first.items()}
+    join_ops = [op["type"] for op in second["label_join"].operators]
+    assert any("interval-join" in t for t in join_ops), join_ops
+    tree = str(lineage(ws, "live"))
+    assert all(f"  {s.id}  " in tree for s in taken) and "deleted" not in tree
+
+    # An upgrade that drops the join's state (the job to restore no longer joins clicks):
+    # refused in one line before anything is submitted, then allowed by name.
+    with ws.db.read() as conn:
+        inst = repo.member(conn, repo.get_experiment(conn, "live"), "label_join").instance_id
+    ws.define("ctr", define_node("label_join", "SELECT i.imp_id, i.user_id, i.item_id, i.ts, "
+                                 "0 AS label FROM impressions i", options={
+                                     "checkpoint_interval": "1 s"}))
+    flow = ws.flow("ctr")
+    with ws.db.read() as conn:
+        views = repo.node_views(conn, repo.get_experiment(conn, "live").id)
+    compiler = FlinkCompiler(ws, flow, {}, {v.member.node_name: v.instance.id for v in views},
+                             experiment="live", target=ws.settings.target_url, bounded=False)
+    save_job_spec(ws.instance_dir(inst), compiler.compile("label_join").job.spec)
+    with FlinkRest(ws.settings.target_url) as rest:
+        jobs_before = set(rest.job_ids())
+    with pytest.raises(ConfigError) as refused:
+        ex.resume(ws, "live")
+    message = str(refused.value)
+    assert "\n" not in message and "node 'label_join' of 'live'" in message
+    assert f"savepoint {second['label_join'].id}" in message and "interval-join" in message
+    assert "would be dropped" in message and "clicks" in message
+    with FlinkRest(ws.settings.target_url) as rest:
+        assert set(rest.job_ids()) == jobs_before  # nothing submitted
+    assert ex.status(ws, "live").state == "stopped"
+    st = ex.resume(ws, "live", allow_dropped=["label_join"])
+    assert st.state == "running" and st["label_join"].state == "running", str(st)
     st = ex.stop(ws, "live")
     assert st.state == "canceled" and st["label_join"].state == "canceled"
 

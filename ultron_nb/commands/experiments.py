@@ -1,4 +1,5 @@
-"""Verbs of experiments: launch, follow, stop, resume, restart, preview, query, clone, diff."""
+"""Verbs of experiments: launch, follow, stop, resume, savepoints, restart, preview, query,
+clone, diff."""
 
 from __future__ import annotations
 
@@ -75,14 +76,34 @@ def _stop(p: argparse.ArgumentParser) -> Run:
     return run
 
 
+_ALLOW_HELP = ("restore even if the savepoint holds state this job cannot take back "
+               "(that state is dropped; without this the restore is refused)")
+
+
 @command("resume", "start a stopped experiment again from its savepoints")
 def _resume(p: argparse.ArgumentParser) -> Run:
     p.add_argument("experiment")
+    p.add_argument("--allow-dropped-state", action="append", default=[], metavar="NODE",
+                   help=_ALLOW_HELP + "; name each node; repeatable")
 
     def run(face: Face, a: argparse.Namespace, _body: str | None) -> Any:
         from ultron_nb import experiments
 
-        return experiments.resume(face.workspace, a.experiment)
+        return experiments.resume(face.workspace, a.experiment,
+                                  allow_dropped=a.allow_dropped_state)
+
+    return run
+
+
+@command("savepoints", "the savepoints of an experiment and its family (parents, clones), "
+                       "as a tree")
+def _savepoints(p: argparse.ArgumentParser) -> Run:
+    p.add_argument("experiment")
+
+    def run(face: Face, a: argparse.Namespace, _body: str | None) -> Any:
+        from ultron_nb.experiments.savepoints import lineage
+
+        return lineage(face.workspace, a.experiment)
 
     return run
 
@@ -93,12 +114,17 @@ def _restart(p: argparse.ArgumentParser) -> Run:
     p.add_argument("node")
     p.add_argument("--from-savepoint", action="store_true",
                    help="a Flink node: restore its last savepoint instead of starting afresh")
+    p.add_argument("--allow-dropped-state", action="store_true",
+                   help="with --from-savepoint: " + _ALLOW_HELP)
 
     def run(face: Face, a: argparse.Namespace, _body: str | None) -> Any:
         from ultron_nb import experiments
 
+        if a.allow_dropped_state and not a.from_savepoint:
+            raise ConfigError("--allow-dropped-state goes with --from-savepoint")
         return experiments.restart_node(face.workspace, a.experiment, a.node,
-                                        from_savepoint=a.from_savepoint)
+                                        from_savepoint=a.from_savepoint,
+                                        allow_dropped_state=a.allow_dropped_state)
 
     return run
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -33,6 +33,7 @@ from ultron_nb.events.control import request_restart, request_start
 from ultron_nb.events.keys import ACTIVE, ENDED_BY_USER, NodeState, normalize, status_key
 from ultron_nb.experiments.launch import await_started, check_slots
 from ultron_nb.experiments.report import ExperimentStatus
+from ultron_nb.experiments.savepoints import check_restore
 from ultron_nb.experiments.status import experiment_row, flow_of, run_specs, status
 from ultron_nb.flow import Kind
 from ultron_nb.runners.base import RunSpec
@@ -224,9 +225,12 @@ def _restorable(ws: Workspace, exp: repo.ExperimentRow) -> tuple[list[tuple[str,
     return todo, missing
 
 
-def resume(ws: Workspace, name: str, *, timeout: float = 120.0) -> ExperimentStatus:
+def resume(ws: Workspace, name: str, *, timeout: float = 120.0,
+           allow_dropped: Collection[str] = ()) -> ExperimentStatus:
     """Start a stopped experiment again: its Flink jobs from their savepoints, its other
-    nodes' triggers re-armed."""
+    nodes' triggers re-armed. Each savepoint is checked first (:func:`check_restore`):
+    nothing is submitted when one is gone or does not fit its job, unless that node is in
+    ``allow_dropped``."""
     exp = experiment_row(ws, name)
     if exp.state not in ENDED_BY_USER and exp.state != "failed":
         raise ConfigError(f"experiment {exp.name!r} is {exp.state}, not stopped: nothing to "
@@ -244,12 +248,16 @@ def resume(ws: Workspace, name: str, *, timeout: float = 120.0) -> ExperimentSta
             needed = sum(int(load_job_spec(ws.instance_dir(j.instance_id)).config
                              .get("parallelism.default", "1")) for _, j in todo)
             check_slots(flink, exp.target, needed)
+        items = []
+        for _node, job in todo:
+            item = flink.restorable(job.instance_id, str(job.savepoint))
+            check_restore(ws, exp.name, item, str(job.savepoint), allow_dropped=allow_dropped)
+            items.append((item, job))
         with ws.db.write() as conn:
             repo.hold(conn, exp.id)
             repo.set_experiment_state(conn, exp.name, "running")
         started = []
-        for _node, job in todo:
-            item = flink.restorable(job.instance_id, str(job.savepoint))
+        for item, job in items:
             _, job_id = flink.submit(item, job.target, savepoint=job.savepoint)
             started.append(job_id)
         with ws.db.write() as conn:
@@ -277,37 +285,43 @@ def _spec(ws: Workspace, exp: repo.ExperimentRow, node: str) -> RunSpec:
 
 
 def restart_node(ws: Workspace, name: str, node: str, *, from_savepoint: bool = False,
-                 timeout: float = 120.0, params: Mapping[str, str] | None = None
-                 ) -> ExperimentStatus:
+                 timeout: float = 120.0, params: Mapping[str, str] | None = None,
+                 allow_dropped_state: bool = False) -> ExperimentStatus:
     """Start one node of the experiment again, whatever its kind.
 
     A Flink node starts afresh (its SQL compiled again, its output recomputed), or from its
-    last savepoint with ``from_savepoint``; a running job is cancelled first. A Python or
+    last savepoint with ``from_savepoint`` (checked first, as by :func:`resume`;
+    ``allow_dropped_state`` restores one that does not fit); a running job is cancelled
+    first. A Python or
     DuckDB node runs again through the scheduler (now, as a new run). Restarting a node of a
     stopped experiment makes it hold that node again (the experiment runs)."""
     exp = experiment_row(ws, name)
     spec = _spec(ws, exp, node)
-    if exp.state in ENDED_BY_USER:
-        with ws.db.write() as conn:
-            repo.hold(conn, exp.id, node)
-            repo.set_experiment_state(conn, exp.name, "running")
     runners = Runners(ws)
     try:
         runner = runners.get(spec.kind)
+        item = None
+        if not runner.runs_per_trigger:
+            flink: FlinkRunner = runner  # type: ignore[assignment]
+            with ws.db.read() as conn:
+                job = repo.latest_job(conn, spec.instance_id)
+            savepoint = job.savepoint if (from_savepoint and job) else None
+            if from_savepoint and not savepoint:
+                raise NotFoundError(f"node {node!r} of {exp.name!r} has no savepoint")
+            flink.check_target(exp.target)
+            if savepoint:  # checked before anything changes
+                item = flink.restorable(spec.instance_id, savepoint)
+                check_restore(ws, exp.name, item, savepoint,
+                              allow_dropped=[node] if allow_dropped_state else [])
+        if exp.state in ENDED_BY_USER:
+            with ws.db.write() as conn:
+                repo.hold(conn, exp.id, node)
+                repo.set_experiment_state(conn, exp.name, "running")
         if runner.runs_per_trigger:
             return _restart_scheduled(ws, exp, spec, timeout)
-        flink: FlinkRunner = runner  # type: ignore[assignment]
-        with ws.db.read() as conn:
-            job = repo.latest_job(conn, spec.instance_id)
-        savepoint = job.savepoint if (from_savepoint and job) else None
-        if from_savepoint and not savepoint:
-            raise NotFoundError(f"node {node!r} of {exp.name!r} has no savepoint")
-        flink.check_target(exp.target)
         if job is not None and job.external_id and flink.state(spec) in ACTIVE:
             flink.stop(spec, timeout=timeout)
-        if savepoint:
-            item = flink.restorable(spec.instance_id, savepoint)
-        else:
+        if item is None:
             item = flink.compiler_for(spec).compile(node, extra_params=params)
         _, job_id = flink.submit(item, exp.target, savepoint=savepoint)
         await_started(flink, exp.target, [job_id], timeout)

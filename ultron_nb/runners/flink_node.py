@@ -9,8 +9,9 @@ a start interrupted between Flink accepting the job and the store recording its 
 
 Stopping is a compare-and-set on the job row (active → ``stopping``) before any REST call:
 of two actors that try to stop the same job, one does it and the other learns it is being
-stopped. A stop with a savepoint records the savepoint on the job row; a failed stop puts the
-row back to running and raises.
+stopped. A stop with a savepoint records the savepoint on the job row and in the savepoint
+lineage (:mod:`ultron_nb.store.savepoints`: the savepoint the job had restored, the operators
+whose state it holds); a failed stop puts the row back to running and raises.
 
 Reporting asks Flink's REST API for the job's state, root cause and output watermark, writes
 changes back to the store and publishes ``status/<owner>/<node>`` and
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ultron_nb.engines.flink import ddl
+from ultron_nb.engines.flink import ddl, plans
 from ultron_nb.engines.flink.jobconfig import job_name, parallelism
 from ultron_nb.engines.flink.rest import FlinkRest, rest_client
 from ultron_nb.engines.outputs import first_event_ms
@@ -50,6 +51,7 @@ from ultron_nb.runners.flink_compile import (
     save_job_spec,
 )
 from ultron_nb.store import experiments as repo
+from ultron_nb.store import savepoints as sp_repo
 from ultron_nb.store.experiments import JobRow
 
 if TYPE_CHECKING:
@@ -255,13 +257,29 @@ class FlinkRunner(NodeRunner):
                                 state=NodeState.RUNNING)
             raise
         end = NodeState.STOPPED if savepoint else NodeState.CANCELED
+        held = self._operators(job.instance_id) if location else None
         with self.ws.db.write() as conn:
             repo.update_job(conn, job.id, state=end, savepoint=location, ended_at=time.time())
             repo.set_instance_state(conn, job.instance_id, end)
+            if location:
+                parent = (sp_repo.by_location(conn, job.instance_id, job.savepoint)
+                          if job.savepoint else None)
+                sp_repo.record(conn, location=location, job_id=job.id,
+                               instance_id=job.instance_id,
+                               parent=parent.id if parent else None, operators=held)
         self._publish(job.instance_id, end, job.attempt, job.external_id, None)
         log.info("instance %s: job %s %s%s", job.instance_id, job.external_id, end,
                  f" with savepoint {location}" if location else "")
         return location
+
+    def _operators(self, instance_id: str) -> list[dict[str, Any]] | None:
+        """The operators whose state a savepoint of the instance's job holds (from the plan
+        it ran), or None when that is not known (no compiled plan)."""
+        try:
+            spec = load_job_spec(self.ws.instance_dir(instance_id))
+        except NotFoundError:
+            return None
+        return plans.to_json(plans.operators(spec.plan)) if spec.plan else None
 
     # ------------------------------------------------------------------ state
     def report(self, spec: RunSpec) -> NodeReport | None:

@@ -41,6 +41,7 @@ from ultron_nb.store.schema import (
     metadata,
     node_bodies,
     node_instances,
+    savepoints,
 )
 from ultron_nb.urls import split_credentials
 
@@ -85,8 +86,17 @@ def _v2_to_v3(conn: Connection) -> None:
                 conn.execute(update(table).where(table.c.id == row.id).values(target=clean))
 
 
+def _v3_to_v4(conn: Connection) -> None:
+    """A table of savepoints (their lineage); the stopped jobs' savepoints recorded in it."""
+    from ultron_nb.store.savepoints import backfill
+
+    savepoints.create(conn, checkfirst=True)
+    backfill(conn)
+
+
 # Migrations from version N to N+1: MIGRATIONS[N](connection).
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3,
+                                                       3: _v3_to_v4}
 
 
 def mask_password(url: str) -> str:

@@ -16,7 +16,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 metadata = MetaData()
 
@@ -122,6 +122,26 @@ jobs = Table(
     Column("trigger_id", Integer),  # the trigger a scheduler-run node's run carried out
 )
 Index("ix_jobs_instance", jobs.c.instance_id)
+
+# Every savepoint a Flink job took (schema 4): who took it, from which state it had started
+# (``parent``: the savepoint its job restored; NULL for a fresh start), and the operators
+# whose state it holds (their uids and state shapes, for the check before a restore).
+savepoints = Table(
+    "savepoints",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("location", Text, nullable=False),
+    Column("experiment", String(128), nullable=False),
+    Column("node_name", String(64), nullable=False),
+    Column("instance_id", String(96), ForeignKey("node_instances.id"), nullable=False),
+    Column("job_id", Integer, ForeignKey("jobs.id"), nullable=False),
+    Column("flow_name", String(64), nullable=False),
+    Column("flow_version", Integer, nullable=False),
+    Column("parent", Integer),
+    Column("operators", JSON),  # NULL when not known (taken before schema 4)
+    Column("created_at", Float, nullable=False),
+)
+Index("ix_savepoints_experiment", savepoints.c.experiment)
 
 events = Table(
     "events",

@@ -10,8 +10,9 @@ same settings given to a ``StreamExecutionEnvironment`` outside ``flink run`` si
 mini cluster in-process). After submission the job id is checked in the target's ``GET /jobs``.
 
 SQL is validated before anything is submitted: the query is planned (``sql_query``), then the
-whole ``INSERT`` is optimized — compiled into a plan for a stream job (``compilePlanSql``, run
-as it is at submission and again at a resume), ``explain_sql`` for a batch job — which also
+whole ``INSERT`` is optimized — compiled into a plan for a stream job (``compilePlanSql``, its
+operator ids made stable by :mod:`~ultron_nb.engines.flink.plans`, run as it is at submission
+and again at a resume), ``explain_sql`` for a batch job — which also
 catches queries a sink cannot take (updates into an append-only topic, two rowtime columns).
 Errors become :class:`~ultron_nb.errors.SqlError` with the planner's useful line and the
 node's name.
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from ultron_nb.engines.flink.plans import stable_ids
 from ultron_nb.errors import ClusterError, ConfigError, SqlError
 
 log = logging.getLogger(__name__)
@@ -260,20 +262,22 @@ def validate_insert(env: Any, spec: JobSpec, columns: list[tuple[str, str]]) -> 
     """The second half: declare ``spec.sink_ddl`` and have the whole INSERT optimized.
 
     A stream job's INSERT is compiled into a plan (``compilePlanSql``: the optimization and
-    the translation, once), kept in ``spec.plan``: its submission then only runs the plan,
-    and a resume from a savepoint runs the very same plan (its operators keep their ids). A
-    batch job, or a query Flink cannot put in a plan, is optimized by ``explain_sql`` and
+    the translation, once), kept in ``spec.plan`` with stable operator ids (the same query
+    gets the same operator uids in any JVM, so a recompiled job still finds its state): its
+    submission then only runs the plan, and a resume from a savepoint runs the very same
+    plan. A batch job, or a query Flink cannot put in a plan, is optimized by ``explain_sql`` and
     planned again when it is submitted."""
     _run_statements(env, spec.node, [spec.sink_ddl])
     spec.plan = None
     if spec.mode == "stream":
         try:
-            plan = env._j_tenv.compilePlanSql(spec.insert)
-            spec.plan = str(plan.asJsonString())
-            return CompiledJob(spec, columns, env, plan=plan)
+            compiled = env._j_tenv.compilePlanSql(spec.insert)
+            spec.plan = stable_ids(str(compiled.asJsonString()))
+            return CompiledJob(spec, columns, env, plan=_load_plan(env, spec.plan))
         except Exception as exc:
             if not _is_java_error(exc):
                 raise
+            spec.plan = None
             log.debug("node %s: no compiled plan (%s)", spec.node, planner_message(exc))
     try:
         env.explain_sql(spec.insert)
@@ -282,6 +286,14 @@ def validate_insert(env: Any, spec: JobSpec, columns: list[tuple[str, str]]) -> 
             raise
         raise SqlError(f"node {spec.node!r}: {planner_message(exc, line_offset=1)}") from None
     return CompiledJob(spec, columns, env)
+
+
+def _load_plan(env: Any, plan_json: str) -> Any:
+    """The Java ``CompiledPlan`` of ``plan_json`` in ``env``."""
+    from pyflink.java_gateway import get_gateway
+
+    reference = get_gateway().jvm.org.apache.flink.table.api.PlanReference
+    return env._j_tenv.loadPlan(reference.fromJsonString(plan_json))
 
 
 def compile_job(
@@ -318,11 +330,8 @@ def prepare(spec: JobSpec) -> CompiledJob:
     _run_statements(env, spec.node, [*spec.statements, spec.sink_ddl])
     plan = None
     if spec.plan:
-        from pyflink.java_gateway import get_gateway
-
-        reference = get_gateway().jvm.org.apache.flink.table.api.PlanReference
         try:
-            plan = env._j_tenv.loadPlan(reference.fromJsonString(spec.plan))
+            plan = _load_plan(env, spec.plan)
         except Exception as exc:
             if not _is_java_error(exc):
                 raise
