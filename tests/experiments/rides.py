@@ -20,10 +20,12 @@ from typing import Any
 
 import pandas as pd
 
+from ultron_nb import experiments as ex
 from ultron_nb.engines.topics import LocalTopic
 from ultron_nb.flow.build import define_node
 
 HOUR_MS = 3_600_000
+FLINK_NODES = ("matched", "rider_hourly", "samples")
 T0 = datetime(2025, 3, 1)
 
 MATCHED = """
@@ -189,8 +191,38 @@ def compare(got: pd.DataFrame, want: pd.DataFrame, key: list[str], cols: list[st
     return {"missing": missing, "duplicates": dup, "extra": extra, "wrong": wrong}
 
 
-
-
 def ledger(path: Path) -> list[dict[str, Any]]:
     file = path / "train.jsonl"
     return [json.loads(x) for x in file.read_text().splitlines()] if file.exists() else []
+
+
+# ---------------------------------------------------------------- checks
+def output(ws: Any, experiment: str, node: str) -> pd.DataFrame:
+    return ex.preview(ws, node, experiment=experiment, limit=10**7)
+
+
+def exact_before(ws: Any, experiment: str, hours: int) -> dict[str, dict[str, int]]:
+    """Each Flink node's output for event time before T0 + ``hours`` against the truth."""
+    want = truth(ws.settings.home)
+    cut = pd.Timestamp(T0) + pd.Timedelta(hours=hours)
+    got = {n: output(ws, experiment, n) for n in FLINK_NODES}
+    report = {}
+    for node, key, cols in (("matched", ["req_id"], ["accepted", "rider_id"]),
+                            ("samples", ["req_id"], ["accepted", "prev_requests"])):
+        g, w = got[node], want[node]
+        report[node] = compare(g[g.ts < cut], w[w.ts < cut], key, cols)
+    g = got["rider_hourly"].copy()
+    g["hour"] = g.ts.dt.floor("h")
+    w = want["rider_hourly"]
+    report["rider_hourly"] = compare(g[g.hour < cut - pd.Timedelta(hours=1)],
+                                     w[w.hour < cut - pd.Timedelta(hours=1)],
+                                     ["rider_id", "hour"], ["requests", "accepted"])
+    return report
+
+
+def clean(report: dict[str, dict[str, int]]) -> bool:
+    return all(not any(v.values()) for v in report.values())
+
+
+def trained_hours(out: Path) -> list[str]:
+    return [r["hour"] for r in ledger(out)]

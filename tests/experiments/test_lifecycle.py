@@ -32,12 +32,20 @@ from ultron_nb.services.clone import clone
 from ultron_nb.store import experiments as repo
 from ultron_nb.store import savepoints as sp_repo
 
-from .rides import T0, Rides, compare, define_rides, ledger, truth
+from .rides import (
+    FLINK_NODES,
+    T0,
+    Rides,
+    clean,
+    define_rides,
+    exact_before,
+    ledger,
+    output,
+    trained_hours,
+    truth,
+)
 
 pytestmark = [pytest.mark.flink, pytest.mark.slow]
-
-FLINK_NODES = ("matched", "rider_hourly", "samples")
-
 
 @pytest.fixture
 def rides_ws(flink_workspace: Any, tmp_path: Path) -> Iterator[tuple[Any, Rides, Path]]:
@@ -54,37 +62,6 @@ def rides_ws(flink_workspace: Any, tmp_path: Path) -> Iterator[tuple[Any, Rides,
         except Exception:
             if pid and pid > 0:
                 os.kill(pid, signal.SIGKILL)
-
-
-def output(ws: Any, experiment: str, node: str) -> pd.DataFrame:
-    return ex.preview(ws, node, experiment=experiment, limit=10**7)
-
-
-def exact_before(ws: Any, experiment: str, hours: int) -> dict[str, dict[str, int]]:
-    """Each Flink node's output for event time before T0 + ``hours`` against the truth."""
-    want = truth(ws.settings.home)
-    cut = pd.Timestamp(T0) + pd.Timedelta(hours=hours)
-    got = {n: output(ws, experiment, n) for n in FLINK_NODES}
-    report = {}
-    for node, key, cols in (("matched", ["req_id"], ["accepted", "rider_id"]),
-                            ("samples", ["req_id"], ["accepted", "prev_requests"])):
-        g, w = got[node], want[node]
-        report[node] = compare(g[g.ts < cut], w[w.ts < cut], key, cols)
-    g = got["rider_hourly"].copy()
-    g["hour"] = g.ts.dt.floor("h")
-    w = want["rider_hourly"]
-    report["rider_hourly"] = compare(g[g.hour < cut - pd.Timedelta(hours=1)],
-                                     w[w.hour < cut - pd.Timedelta(hours=1)],
-                                     ["rider_id", "hour"], ["requests", "accepted"])
-    return report
-
-
-def clean(report: dict[str, dict[str, int]]) -> bool:
-    return all(not any(v.values()) for v in report.values())
-
-
-def trained_hours(out: Path) -> list[str]:
-    return [r["hour"] for r in ledger(out)]
 
 
 def test_stop_with_savepoints_while_the_scheduler_runs_then_resume_loses_nothing(

@@ -416,8 +416,19 @@ class FlinkRunner(NodeRunner):
                 send_event(db, wkey, int(watermark_ms), sender=SENDER_FLINK)
 
     def maintain(self) -> None:
-        """Refresh every active Flink job of the store (so the scheduler sees jobs that
-        finish or fail by themselves, and watermarks move)."""
+        """Start the local cluster's task manager again if it died (the jobs restart from
+        their checkpoints); refresh every active Flink job of the store (so the scheduler
+        sees jobs that finish or fail by themselves, and watermarks move)."""
+        if not self.ws.settings.flink_url:
+            from ultron_nb.engines.flink.cluster import LocalCluster
+
+            try:
+                LocalCluster(self.ws.settings).heal()
+            except ClusterError as exc:
+                self._repeats.failed("local task manager", f"the local cluster's task "
+                                     f"manager did not start again: {exc}")
+            else:
+                self._repeats.ok("local task manager")
         with self.ws.db.read() as conn:
             rows = repo.jobs_in_state(conn, ENGINE, {*ACTIVE, "created", "initializing",
                                                      "scheduled", "reconciling", "failing"})

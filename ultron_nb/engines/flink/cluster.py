@@ -456,6 +456,28 @@ class LocalCluster:
             raise failures[0]
         return self._await_ready(started)
 
+    def heal(self) -> bool:
+        """Start the task manager again when it died while the job manager runs (a kill,
+        an out-of-memory crash): Flink then restarts the jobs from their last checkpoints.
+        True when it started one. Nothing happens to a cluster that is down or was never
+        started here."""
+        state = self._read_state()
+        recorded = []  # the task managers' PID files: written once a daemon started
+        for pid_file in self._pid_files().get("taskexecutor", []):
+            with contextlib.suppress(OSError):
+                recorded += [int(p) for p in pid_file.read_text().split() if p.isdigit()]
+        if not state or not recorded or any(self._owns(p) for p in recorded):
+            return False  # down, still starting (no PID yet), or alive
+        if not self.pids().get("standalonesession"):
+            return False
+        port = int(state.get("ports", {}).get("taskmanager_query_service", 0)) or free_port()
+        log.warning("the task manager of the local Flink cluster at %s is gone: starting it "
+                    "again (the jobs restart from their last checkpoints)", self.url)
+        self._clear_stale_pid_files()
+        self._finish_script("taskmanager.sh", "start", self._spawn_script(
+            "taskmanager.sh", "start", "-D", f"metrics.internal.query-service.port={port}"))
+        return True
+
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
         home = pyflink_home()
@@ -568,6 +590,8 @@ class LocalCluster:
 
     def down(self, timeout: float = 15.0) -> bool:
         """Stop this cluster's daemons (by the PIDs in its PID files). True if any ran."""
+        with contextlib.suppress(OSError):  # first: a task manager stopping is not healed
+            self.state_file.unlink()
         pids = self.pids()
         victims = [pid for daemon in reversed(DAEMONS) for pid in pids.get(daemon, [])]
         for pid in victims:
@@ -585,8 +609,6 @@ class LocalCluster:
             for pid_file in files:
                 with contextlib.suppress(OSError):
                     pid_file.unlink()
-        with contextlib.suppress(OSError):
-            self.state_file.unlink()
         if victims:
             log.info("local Flink cluster stopped (pids %s)", victims)
         return bool(victims)
