@@ -5,7 +5,10 @@ flow (two topics → a LEFT interval join → hourly features per rider → poin
 three Flink jobs in a chain, then a Python training step per event-time hour and a DuckDB
 evaluation after each) runs over a backlog with late accepts and several segments per
 partition. Its task manager is killed with ``kill -9`` once mid-run (after the first
-training) and once while a checkpoint is under way (new data arriving); the scheduler starts
+training) and once while checkpoints are under way (one asked of every job, the task manager
+frozen at once and killed while the coordinator still had one pending; each such checkpoint
+then fails, or completes without its commit reaching the dead task manager — counted in
+``caught_checkpoints_failed`` / ``_completed``); the scheduler starts
 a task manager again and Flink restarts every job from its last checkpoint
 (``recovery_s``: from the kill until every job restarted and runs). Then every node's
 committed output is compared with the truth computed from the topics — what an undisturbed
@@ -42,7 +45,8 @@ from tests.experiments.rides import (  # noqa: E402
 )
 from tests.support.chaos import (  # noqa: E402
     await_recovered,
-    checkpoint_in_progress,
+    checkpoint_outcome,
+    kill_during_checkpoints,
     kill_taskmanager,
     restarts,
 )
@@ -96,9 +100,11 @@ def one_round(base: Path) -> dict[str, Any]:
             for h in range(BACKLOG, BACKLOG + LATER):
                 rides.hour(h)
             before = {j: restarts(rest, j) for j in jobs}
-            during = checkpoint_in_progress(rest, jobs, timeout=120) is not None
-            killed = kill_taskmanager(cluster)
+            killed, triggers = kill_during_checkpoints(cluster, rest, jobs)
             recovery.append(await_recovered(cluster, rest, before, killed, timeout=300))
+            # the checkpoints the kill caught: failed, or completed without the commit
+            # reaching the dead task manager
+            outcomes = [checkpoint_outcome(rest, j, t) for j, t in triggers.items()]
         wait_for(lambda: len(trained_hours(out)) >= TRAINED, 600, f"{TRAINED} trainings")
         # The outputs settle once the jobs have caught up with the data: the last comparison.
         report: dict[str, dict[str, int]] = {}
@@ -111,7 +117,7 @@ def one_round(base: Path) -> dict[str, Any]:
         hours = trained_hours(out)
         expected = {str(T0.replace(hour=h)) for h in range(TRAINED)}
         ex.stop(ws, "chaos")
-        return {"recovery": recovery, "during_checkpoint": during, "report": report,
+        return {"recovery": recovery, "caught": outcomes, "report": report,
                 "windows_twice": len(hours) - len(set(hours)),
                 "windows_missing": len(expected - set(hours))}
     finally:
@@ -144,7 +150,9 @@ def main() -> None:
     recoveries = [s for r in rounds for s in r["recovery"]]
     print(json.dumps({
         "kills": len(recoveries),
-        "kills_during_checkpoint": sum(r["during_checkpoint"] for r in rounds),
+        "kills_during_checkpoint": sum(bool(r["caught"]) for r in rounds),
+        "caught_checkpoints_failed": sum(r["caught"].count("failed") for r in rounds),
+        "caught_checkpoints_completed": sum(r["caught"].count("completed") for r in rounds),
         "recovery_s": round(statistics.median(recoveries), 3),
         "recovery_s_spread": spread(recoveries),
         "lost": sum(v["lost"] for v in per_node.values()),

@@ -1,6 +1,7 @@
 """Exactly once across the whole link when a task manager dies: ``kill -9`` of the local
 cluster's task manager in the middle of the rides flow (three Flink nodes in a chain, a Python
-and a DuckDB node downstream), and again while a checkpoint is under way.
+and a DuckDB node downstream), and again while a checkpoint is under way; and on the CTR link
+(impressions and clicks → label join → CTR per minute) during a checkpoint.
 
 The scheduler starts the task manager again, Flink restarts every job from its last
 checkpoint, and every node's committed output then equals the truth computed from the
@@ -20,9 +21,16 @@ import pandas as pd
 import pytest
 
 from tests.conftest_flink import _down_by_pid, use_job_server
+from tests.services.flink_flows import (
+    check_label_join,
+    define_ctr_flow,
+    wait_for,
+    watermark_at_least,
+)
 from tests.support.chaos import (
     await_recovered,
-    checkpoint_in_progress,
+    checkpoint_outcome,
+    kill_during_checkpoints,
     kill_taskmanager,
     restarts,
 )
@@ -32,6 +40,7 @@ from ultron_nb.config import Settings
 from ultron_nb.engines.flink.cluster import LocalCluster, free_port
 from ultron_nb.engines.flink.rest import FlinkRest
 from ultron_nb.scheduler import daemon_status, start_daemon, stop_daemon
+from ultron_nb.services.datagen import gen_clicklog
 from ultron_nb.workspace import Workspace
 
 from .rides import (
@@ -96,10 +105,13 @@ def test_a_killed_task_manager_loses_and_repeats_nothing_in_any_node(
         for h in range(4, 8):
             rides.hour(h)
         before = {j: restarts(rest, j) for j in jobs.values()}
-        caught = checkpoint_in_progress(rest, jobs.values(), timeout=60)
-        assert caught is not None, "no checkpoint seen under way in 60 s"
-        killed = kill_taskmanager(cluster)
+        killed, triggers = kill_during_checkpoints(cluster, rest, jobs.values())
         second = await_recovered(cluster, rest, before, killed, timeout=180)
+        # Each checkpoint the kill caught ended one way or the other: failed (the tasks had
+        # not all acknowledged it), or completed with its commit never seen by the dead task
+        # manager (the recovery commits it): both must leave the outputs exact.
+        assert triggers and all(checkpoint_outcome(rest, j, t) in ("failed", "completed")
+                                for j, t in triggers.items())
     finally:
         rest.close()
     assert ex.status(ws, "chaos").state == "running"
@@ -120,3 +132,32 @@ def test_a_killed_task_manager_loses_and_repeats_nothing_in_any_node(
                                    (samples.ts < hour + pd.Timedelta(hours=1))).sum())
     assert 0 < first < 180 and 0 < second < 180
     ex.stop(ws, "chaos")
+
+
+def test_the_ctr_link_survives_a_task_manager_killed_during_a_checkpoint(
+        own_cluster: tuple[Any, LocalCluster]) -> None:
+    ws, cluster = own_cluster
+    for _ in range(3):  # a backlog of several segments per partition (15 minutes)
+        gen_clicklog(ws.settings, rate=20, duration=300, partitions=4, seed=5,
+                     flush_clicks=False)
+    define_ctr_flow(ws)
+    st = ex.launch(ws, "ctr", name="ctr_chaos")
+    jobs = [st[n].job_id for n in ("label_join", "ctr_minute")]
+    # (the join's output watermark trails its input by the 10 minutes of its window)
+    wait_for(watermark_at_least(ws, "ctr_chaos", "label_join", "2025-01-01 00:04:00"), 240)
+    for last in (False, True):  # 10 more minutes while it runs
+        gen_clicklog(ws.settings, rate=20, duration=300, partitions=4, seed=5,
+                     flush_clicks=last)
+    with FlinkRest(ws.settings.target_url) as rest:
+        before = {j: restarts(rest, j) for j in jobs}
+        killed, triggers = kill_during_checkpoints(cluster, rest, jobs)
+        await_recovered(cluster, rest, before, killed, timeout=180)
+        assert triggers
+    st = wait_for(watermark_at_least(ws, "ctr_chaos", "label_join", "2025-01-01 00:14:00"),
+                  300)
+    result = check_label_join(ws, "ctr_chaos", st["label_join"].watermark_ms)
+    assert result["missing"] == result["duplicates"] == result["wrong_labels"] == 0, result
+    assert result["due"] > 10000
+    minutes = ex.preview(ws, "ctr_minute", experiment="ctr_chaos", limit=1000)
+    assert not minutes.window_start.duplicated().any()
+    ex.stop(ws, "ctr_chaos")

@@ -36,17 +36,52 @@ def restarts(rest: Any, job_id: str) -> int:
     return 0
 
 
-def checkpoint_in_progress(rest: Any, job_ids: Iterable[str], timeout: float) -> str | None:
-    """The first job seen with a checkpoint under way (polled every 5 ms), or None."""
+def trigger_checkpoints(rest: Any, job_ids: Iterable[str]) -> dict[str, str]:
+    """Ask Flink for a checkpoint of every job now (REST ``POST /jobs/ID/checkpoints``);
+    job id → the trigger's id, to learn later how the checkpoint ended. (The statistics of
+    ``GET /jobs/ID/checkpoints`` come from a cache refreshed every few seconds: polling them
+    rarely sees a checkpoint under way.)"""
+    return {j: str(rest.request("POST", f"/jobs/{j}/checkpoints", json={})["request-id"])
+            for j in job_ids}
+
+
+def _trigger_status(rest: Any, job_id: str, trigger_id: str) -> dict[str, Any]:
+    return rest.get_object(f"/jobs/{job_id}/checkpoints/{trigger_id}")
+
+
+def checkpoint_outcome(rest: Any, job_id: str, trigger_id: str, timeout: float = 60.0) -> str:
+    """``completed`` or ``failed``: how the checkpoint of ``trigger_id`` ended."""
     deadline = time.monotonic() + timeout
-    ids = list(job_ids)
     while time.monotonic() < deadline:
-        for job_id in ids:
-            stats = rest.get_object(f"/jobs/{job_id}/checkpoints")
-            if int(stats.get("counts", {}).get("in_progress", 0)) > 0:
-                return job_id
-        time.sleep(0.005)
-    return None
+        body = _trigger_status(rest, job_id, trigger_id)
+        if body.get("status", {}).get("id") == "COMPLETED":
+            operation = body.get("operation") or {}
+            return "failed" if operation.get("failure-cause") else "completed"
+        time.sleep(0.1)
+    raise AssertionError(f"the checkpoint {trigger_id} of job {job_id} did not end")
+
+
+def kill_during_checkpoints(cluster: Any, rest: Any, job_ids: Iterable[str],
+                            attempts: int = 30) -> tuple[int, dict[str, str]]:
+    """``kill -9`` the task manager while checkpoints are under way: a checkpoint of every
+    job is asked for, the task manager frozen at once (SIGSTOP) and killed if one of them has
+    not completed yet (else it goes on, and another try). The killed pid and the triggers of
+    the checkpoints it cut short."""
+    pid = taskmanager_pid(cluster)
+    assert pid is not None, "no task manager to kill"
+    ids = list(job_ids)
+    for _ in range(attempts):
+        triggers = trigger_checkpoints(rest, ids)
+        os.kill(pid, signal.SIGSTOP)
+        pending = {j: t for j, t in triggers.items()
+                   if _trigger_status(rest, j, t).get("status", {}).get("id") != "COMPLETED"}
+        if pending:
+            kill_taskmanager(cluster)
+            return pid, pending
+        os.kill(pid, signal.SIGCONT)
+        for j, t in triggers.items():  # the next try starts once these are done
+            checkpoint_outcome(rest, j, t)
+    raise AssertionError(f"no checkpoint caught under way in {attempts} tries")
 
 
 def await_recovered(cluster: Any, rest: Any, before: dict[str, int], killed: int,
