@@ -61,16 +61,39 @@ def checkpoint_outcome(rest: Any, job_id: str, trigger_id: str, timeout: float =
     raise AssertionError(f"the checkpoint {trigger_id} of job {job_id} did not end")
 
 
+def tasks_running(rest: Any, job_id: str) -> bool:
+    """Whether the job and every task of it run (a job restarted by Flink is ``RUNNING``
+    while its tasks are still being deployed, and a checkpoint asked for then fails)."""
+    body = rest.get_object(f"/jobs/{job_id}")
+    return body.get("state") == "RUNNING" and all(
+        v.get("status") in ("RUNNING", "FINISHED") for v in body.get("vertices", []))
+
+
+def _await_tasks_running(rest: Any, job_ids: Iterable[str], timeout: float = 120.0) -> None:
+    ids = list(job_ids)
+    deadline = time.monotonic() + timeout
+    while not all(tasks_running(rest, j) for j in ids):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the tasks of {ids} are not all running after {timeout:.0f} s")
+        time.sleep(0.1)
+
+
 def kill_during_checkpoints(cluster: Any, rest: Any, job_ids: Iterable[str],
-                            attempts: int = 30) -> tuple[int, dict[str, str]]:
-    """``kill -9`` the task manager while checkpoints are under way: a checkpoint of every
-    job is asked for, the task manager frozen at once (SIGSTOP) and killed if one of them has
-    not completed yet (else it goes on, and another try). The killed pid and the triggers of
-    the checkpoints it cut short."""
+                            attempts: int = 10) -> tuple[int, dict[str, str]]:
+    """``kill -9`` the task manager while checkpoints are under way; the killed pid and the
+    triggers of the checkpoints it cut short.
+
+    Once every task runs, a checkpoint of every job is asked for, the task manager frozen at
+    once (SIGSTOP) and killed if one of them has not completed yet: caught while the task
+    manager writes its snapshot. When none is caught in ``attempts`` tries (small state is
+    written in a few milliseconds), the task manager is frozen first and the checkpoints
+    asked for then: they are pending at the job manager, their barriers sent to a task
+    manager that never acknowledges them, when it is killed."""
     pid = taskmanager_pid(cluster)
     assert pid is not None, "no task manager to kill"
     ids = list(job_ids)
     for _ in range(attempts):
+        _await_tasks_running(rest, ids)
         triggers = trigger_checkpoints(rest, ids)
         os.kill(pid, signal.SIGSTOP)
         pending = {j: t for j, t in triggers.items()
@@ -81,20 +104,28 @@ def kill_during_checkpoints(cluster: Any, rest: Any, job_ids: Iterable[str],
         os.kill(pid, signal.SIGCONT)
         for j, t in triggers.items():  # the next try starts once these are done
             checkpoint_outcome(rest, j, t)
-    raise AssertionError(f"no checkpoint caught under way in {attempts} tries")
+    _await_tasks_running(rest, ids)
+    os.kill(pid, signal.SIGSTOP)
+    triggers = trigger_checkpoints(rest, ids)
+    pending = {j: t for j, t in triggers.items()
+               if _trigger_status(rest, j, t).get("status", {}).get("id") != "COMPLETED"}
+    kill_taskmanager(cluster)
+    failed = {j: (_trigger_status(rest, j, t).get("operation") or {}).get("failure-cause")
+              for j, t in triggers.items() if j not in pending}
+    assert pending, f"no checkpoint under way even with the task manager frozen: {failed}"
+    return pid, pending
 
 
 def await_recovered(cluster: Any, rest: Any, before: dict[str, int], killed: int,
                     timeout: float) -> float:
     """Seconds until a new task manager runs and every job of ``before`` (job id → its
-    restarts before the kill) restarted and runs again."""
+    restarts before the kill) restarted and runs again, every task of it."""
     started = time.monotonic()
     deadline = started + timeout
     while time.monotonic() < deadline:
         pid = taskmanager_pid(cluster)
         if pid is not None and pid != killed and all(
-                rest.job_state(j) == "running" and restarts(rest, j) > n
-                for j, n in before.items()):
+                restarts(rest, j) > n and tasks_running(rest, j) for j, n in before.items()):
             return time.monotonic() - started
         time.sleep(0.2)
     states = {j: (rest.job_state(j), restarts(rest, j)) for j in before}

@@ -474,8 +474,13 @@ class LocalCluster:
         log.warning("the task manager of the local Flink cluster at %s is gone: starting it "
                     "again (the jobs restart from their last checkpoints)", self.url)
         self._clear_stale_pid_files()
+        # New RPC and data ports: a task manager at the dead one's address would be taken
+        # for it by the job manager's RPC system, which quarantines that address once it
+        # notices the death, and the new one could never register.
         self._finish_script("taskmanager.sh", "start", self._spawn_script(
-            "taskmanager.sh", "start", "-D", f"metrics.internal.query-service.port={port}"))
+            "taskmanager.sh", "start", "-D", f"metrics.internal.query-service.port={port}",
+            "-D", f"taskmanager.rpc.port={free_port()}",
+            "-D", f"taskmanager.data.port={free_port()}"))
         return True
 
     def _env(self) -> dict[str, str]:
