@@ -292,9 +292,9 @@ def restart_node(ws: Workspace, name: str, node: str, *, from_savepoint: bool = 
     A Flink node starts afresh (its SQL compiled again, its output recomputed), or from its
     last savepoint with ``from_savepoint`` (checked first, as by :func:`resume`;
     ``allow_dropped_state`` restores one that does not fit); a running job is cancelled
-    first. A Python or
-    DuckDB node runs again through the scheduler (now, as a new run). Restarting a node of a
-    stopped experiment makes it hold that node again (the experiment runs)."""
+    first. A Python or DuckDB node runs again through the scheduler (now, as a new run).
+    Restarting a node of a stopped experiment makes it hold that node again (the
+    experiment runs)."""
     exp = experiment_row(ws, name)
     spec = _spec(ws, exp, node)
     runners = Runners(ws)

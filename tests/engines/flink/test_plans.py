@@ -100,3 +100,13 @@ def test_a_changed_aggregation_and_a_removed_join_are_named(env: Any) -> None:
     assert all("state would be dropped" in line for line in check.lines()[:len(dropped)])
     # the operators' description survives a round trip through the store's JSON
     assert plans.from_json(json.loads(json.dumps(plans.to_json(old)))) == old
+
+
+def test_a_source_reading_another_table_is_named(env: Any) -> None:
+    old = plans.operators(plans.stable_ids(compiled(
+        env, "INSERT INTO refunded SELECT order_id, shop FROM orders")))
+    new = plans.operators(plans.stable_ids(compiled(
+        env, "INSERT INTO refunded SELECT order_id, 'none' FROM refunds")))
+    check = plans.compare(old, new)
+    [(was, _now, why)] = [c for c in check.changed if c[0].label.startswith("table-source")]
+    assert was.table == "orders" and "it read orders" in why and "refunds" in why

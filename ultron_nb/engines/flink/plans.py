@@ -175,6 +175,8 @@ class StateCheck:
 def _difference(old: Operator, new: Operator) -> str | None:
     if old.type != new.type:
         return f"{old.type} became {new.type}"
+    if old.type.startswith("stream-exec-table-source-scan") and old.table != new.table:
+        return f"it read {old.table or '?'}, the new plan reads {new.table or '?'} there"
     if old.states != new.states:
         return f"states {', '.join(old.states)} became {', '.join(new.states) or 'none'}"
     if old.inputs != new.inputs:
@@ -190,8 +192,9 @@ def _difference(old: Operator, new: Operator) -> str | None:
 def compare(old: Mapping[int, Operator], new: Mapping[int, Operator]) -> StateCheck:
     """What a restore of state taken with ``old`` operators does in a plan with ``new``.
 
-    A sink's table may differ (a restore into another output); every other difference of
-    an operator's kind, states or row types means Flink cannot read that state back."""
+    A source must read the same table (its positions are of that table); a sink's table
+    may differ (a restore into another output). Any other difference of an operator's
+    kind, states or row types means Flink cannot read that state back."""
     check = StateCheck()
     for uid, op in sorted(old.items()):
         other = new.get(uid)
