@@ -125,6 +125,27 @@ def flink_workspace(tmp_path: Path, flink_cluster: Any, job_server: Path) -> Ite
         cancel_workspace_jobs(ws)
 
 
+@pytest.fixture
+def scheduled_workspace(flink_workspace: Any) -> Iterator[Any]:
+    """``flink_workspace`` with its scheduler daemon running (stopped afterwards, killed by
+    its PID if it does not stop)."""
+    import os
+    import signal
+
+    from ultron_nb.scheduler import daemon_status, start_daemon, stop_daemon
+
+    start_daemon(flink_workspace.settings)
+    try:
+        yield flink_workspace
+    finally:
+        pid = daemon_status(flink_workspace.settings)
+        try:
+            stop_daemon(flink_workspace.settings, timeout=20)
+        except Exception:
+            if pid and pid > 0:
+                os.kill(pid, signal.SIGKILL)
+
+
 def cancel_workspace_jobs(ws: Any) -> None:
     """Cancel every still running Flink job that experiments of ``ws`` started."""
     from sqlalchemy import select

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -17,6 +18,7 @@ from ultron_nb.engines.topics import check_schema
 from ultron_nb.errors import ConfigError, FlowError, NotFoundError
 from ultron_nb.files import private_dir
 from ultron_nb.flow import Flow, Node, ResourceType
+from ultron_nb.flow.quality import Rule
 from ultron_nb.store import Database, open_database
 from ultron_nb.store import flows as flow_repo
 
@@ -99,7 +101,7 @@ class Workspace:
         flow.validate()
         with self.db.write() as conn:
             version = flow_repo.save_flow(conn, flow, change)
-        return Flow(flow.name, list(flow), version=version)
+        return flow.at_version(version)
 
     def define(self, flow_name: str, node: Node) -> Flow:
         """Add or redefine ``node`` in flow ``flow_name``; returns the new flow version.
@@ -117,7 +119,18 @@ class Workspace:
             verb = "redefine" if node.name in current else "define"
             candidate = current.with_node(node).validate()
             version = flow_repo.save_flow(conn, candidate, f"{verb} {node.name}")
-        return Flow(flow_name, list(candidate), version=version)
+        return candidate.at_version(version)
+
+    def set_rules(self, flow_name: str, node_name: str, rules: Sequence[Rule]) -> Flow:
+        """Make ``rules`` the data-quality rules of ``node_name`` (replacing its earlier
+        ones; none removes them); returns the new flow version. Running experiments keep
+        the rules of the version they run; node identities do not change."""
+        with self.db.write() as conn:
+            current = flow_repo.load_flow(conn, flow_name)
+            candidate = current.with_rules(node_name, rules).validate()
+            verb = f"rules of {node_name}" if rules else f"remove the rules of {node_name}"
+            version = flow_repo.save_flow(conn, candidate, verb)
+        return candidate.at_version(version)
 
     def remove(self, flow_name: str, node_name: str) -> Flow:
         """Remove a node nothing depends on; returns the new flow version."""
@@ -125,7 +138,7 @@ class Workspace:
             current = flow_repo.load_flow(conn, flow_name)
             candidate = current.without(node_name).validate()
             version = flow_repo.save_flow(conn, candidate, f"remove {node_name}")
-        return Flow(flow_name, list(candidate), version=version)
+        return candidate.at_version(version)
 
     # ------------------------------------------------------------------ data
     def append(self, topic_or_node: str | Path, data: Any, *, partition_by: str | None = None,

@@ -41,3 +41,12 @@ def test_svg_renders_every_node() -> None:
     root = ET.fromstring(svg)
     titles = {el.text for el in root.iter("{http://www.w3.org/2000/svg}title")}
     assert set(flow.names) <= titles
+
+
+def test_nodes_with_failing_rules_are_marked() -> None:
+    dot = to_dot(ctr_flow(), status={"label_join": "RUNNING"},
+                 quality={"label_join": ["nulls_user_id", "unique_imp_id"]})
+    line = next(x for x in dot.splitlines() if x.strip().startswith('"label_join" ['))
+    assert "✗ nulls_user_id, unique_imp_id" in line and 'color="#e03131"' in line
+    other = next(x for x in dot.splitlines() if x.strip().startswith('"impressions" ['))
+    assert "✗" not in other and "#e03131" not in other

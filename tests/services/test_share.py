@@ -31,6 +31,7 @@ from ultron_nb.flow.identity import identities
 from ultron_nb.scheduler import daemon_status, stop_daemon
 from ultron_nb.services.clone import clone
 from ultron_nb.services.datagen import clicklog_nodes, gen_clicklog
+from ultron_nb.services.quality import define_rules
 from ultron_nb.services.share import export_notebook
 from ultron_nb.store import experiments as repo
 from ultron_nb.workspace import Workspace
@@ -228,6 +229,8 @@ def test_the_rides_flow_imports_with_the_same_identities(tmp_path: Path, ip: Any
     node cells of the export define, in a fresh home, nodes of the same identities."""
     author = Workspace(Settings(home=tmp_path / "author" / ".ultron"))
     define_rides(author, tmp_path / "ledger")
+    define_rules(author, "rides", "samples", "unique(req_id)\nrows between 1 and 10000",
+                 window="1h")
     flow = author.flow("rides")
     with author.db.write() as conn:  # an experiment that ran with a parameter changed
         repo.create_experiment(conn, name="r", flow_name="rides", flow_version=flow.version,
@@ -240,3 +243,4 @@ def test_the_rides_flow_imports_with_the_same_identities(tmp_path: Path, ip: Any
     fresh = Workspace(Settings(home=tmp_path / ".ultron")).flow("rides")
     want = identities(flow, flow.effective_params({"accept_window": "4"}))
     assert identities(fresh, fresh.effective_params({"accept_window": "4"})) == want
+    assert fresh.rules == flow.rules and fresh.rules["samples"][0].window == "1h"

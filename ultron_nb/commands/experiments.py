@@ -108,6 +108,19 @@ def _savepoints(p: argparse.ArgumentParser) -> Run:
     return run
 
 
+@command("quality", "an experiment's data-quality rules: last value per window, "
+                    "violations, the node to look at first")
+def _quality(p: argparse.ArgumentParser) -> Run:
+    p.add_argument("experiment")
+
+    def run(face: Face, a: argparse.Namespace, _body: str | None) -> Any:
+        from ultron_nb.services.quality import report
+
+        return report(face.workspace, a.experiment)
+
+    return run
+
+
 @command("restart", "restart one node of an experiment (any kind; e.g. after it failed)")
 def _restart(p: argparse.ArgumentParser) -> Run:
     p.add_argument("experiment")

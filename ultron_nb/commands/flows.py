@@ -57,6 +57,26 @@ def _node(p: argparse.ArgumentParser) -> Run:
     return run
 
 
+@command("rule", "set a node's data-quality rules, one per line (an empty cell removes "
+                 "them)", cell=True, flow="option")
+def _rule(p: argparse.ArgumentParser) -> Run:
+    p.add_argument("node")
+    p.add_argument("--window", help="event-time window of a stream node's rules "
+                                    "(default 1 min)")
+
+    def run(face: Face, a: argparse.Namespace, body: str | None) -> Any:
+        from ultron_nb.services.quality import define_rules
+
+        flow_name = flow_of(face, a)
+        flow = define_rules(face.workspace, flow_name, a.node, body or "", window=a.window)
+        rules = flow.rules.get(a.node, ())
+        names = ", ".join(r.name for r in rules) or "none"
+        return Message(f"node {a.node}: {len(rules)} rule(s) ({names}) (flow {flow_name} "
+                       f"version {flow.version}; running nodes are not restarted)")
+
+    return run
+
+
 @command("rm", "remove a node that nothing depends on", flow="option")
 def _rm(p: argparse.ArgumentParser) -> Run:
     p.add_argument("node")

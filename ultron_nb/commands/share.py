@@ -45,10 +45,11 @@ def _import(p: argparse.ArgumentParser) -> Run:
 
         exported = read_export(Path(a.notebook))
         name = a.as_flow or exported.flow
-        cmd = COMMANDS["node"]
-        for line, body in exported.node_cells:
-            parser = _CellParser(prog="%%ultron node", add_help=False)
-            define = build_parser(cmd, parser)
+        cells = [("node", *c) for c in exported.node_cells] + \
+            [("rule", *c) for c in exported.rule_cells]
+        for verb, line, body in cells:  # the nodes, then their rules
+            parser = _CellParser(prog=f"%%ultron {verb}", add_help=False)
+            define = build_parser(COMMANDS[verb], parser)
             try:
                 words = shlex.split(unescape_line(line))
             except ValueError as exc:

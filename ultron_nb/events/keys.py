@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import StrEnum
+from typing import Any
 
 
 class NodeState(StrEnum):
@@ -159,6 +160,20 @@ def model_version_key(model: str) -> str:
 def model_alias_key(model: str, alias: str) -> str:
     """An alias of a registered model was set, moved or deleted."""
     return f"model/{model}/alias/{alias}"
+
+
+def watermark_ms(value: Any) -> int | None:
+    """Epoch milliseconds of a watermark event value (a number, numeric text, or an object
+    with ``watermark``); None when absent or before 1970 (Flink's "no watermark yet")."""
+    if isinstance(value, dict):
+        value = value.get("watermark", value.get("ms"))
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        ms = int(float(value))
+    except (TypeError, ValueError):
+        return None
+    return ms if ms >= 0 else None
 
 
 def quality_key(experiment: str, node: str, rule: str) -> str:

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from ultron_nb.errors import FlowError
 from ultron_nb.flow.edges import Action, Trigger
 from ultron_nb.flow.nodes import Kind, Mode, Node, python_function_names
+from ultron_nb.flow.quality import DEFAULT_WINDOW, Rule
 
 _PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -162,3 +163,18 @@ def node_cell(node: Node, *, flow: str | None = None) -> str:
         words += ["--flow", flow]
     body = _column_text(node) if node.kind is Kind.RESOURCE else node.body
     return f"%%ultron node {escape_line(words)}\n{body}"
+
+
+def rule_cell(node: str, rules: Sequence[Rule], *, flow: str | None = None) -> str:
+    """The ``%%ultron rule`` cell that gives ``node`` its data-quality ``rules`` (one
+    window: a node's rules are set together)."""
+    windows = {r.window for r in rules}
+    if len(windows) > 1:
+        raise FlowError(f"node {node!r}: its rules hold over different windows, which one "
+                        "rule cell's --window cannot say")
+    words = [node]
+    if windows and (window := windows.pop()) != DEFAULT_WINDOW:
+        words += ["--window", window]
+    if flow:
+        words += ["--flow", flow]
+    return f"%%ultron rule {escape_line(words)}\n" + "\n".join(r.text for r in rules)

@@ -10,6 +10,7 @@ from typing import Any
 from ultron_nb.errors import CycleError, DuplicateNodeError, FlowError, UnknownNodeError
 from ultron_nb.flow.edges import ControlEdge, Trigger
 from ultron_nb.flow.nodes import NAME, Kind, Node
+from ultron_nb.flow.quality import Rule
 from ultron_nb.flow.render import to_dot
 
 FORMAT_VERSION = 1
@@ -33,7 +34,8 @@ class Flow:
     its versions. Mutating methods return a new ``Flow``.
     """
 
-    def __init__(self, name: str, nodes: Iterable[Node] = (), *, version: int | None = None):
+    def __init__(self, name: str, nodes: Iterable[Node] = (), *, version: int | None = None,
+                 rules: Iterable[Rule] = ()):
         if not NAME.match(name):
             raise FlowError(f"invalid flow name {name!r}: use letters, digits and _")
         self.name = name
@@ -43,6 +45,10 @@ class Flow:
             if node.name in self._nodes:
                 raise DuplicateNodeError(f"flow {name!r}: node {node.name!r} is defined twice")
             self._nodes[node.name] = node
+        #: Data-quality rules, by node (part of the flow version, not of node identities).
+        self.rules: dict[str, tuple[Rule, ...]] = {}
+        for rule in rules:
+            self.rules[rule.node] = (*self.rules.get(rule.node, ()), rule)
 
     # ------------------------------------------------------------------ access
     def __contains__(self, name: object) -> bool:
@@ -67,6 +73,7 @@ class Flow:
             isinstance(other, Flow)
             and self.name == other.name
             and list(self._nodes.values()) == list(other._nodes.values())
+            and self.rules == other.rules
         )
 
     def __repr__(self) -> str:
@@ -134,7 +141,7 @@ class Flow:
         """A new flow with ``node`` added, or replacing the node of the same name."""
         nodes = dict(self._nodes)
         nodes[node.name] = node
-        return Flow(self.name, nodes.values())
+        return Flow(self.name, nodes.values(), rules=self.all_rules())
 
     def without(self, name: str) -> Flow:
         """A new flow without ``name``; refused while other nodes depend on it."""
@@ -149,7 +156,22 @@ class Flow:
                 f"cannot remove node {name!r}: {', '.join(repr(u) for u in users)} "
                 "depend on it (remove or redefine them first)"
             )
-        return Flow(self.name, (n for n in self if n.name != name))
+        return Flow(self.name, (n for n in self if n.name != name),
+                    rules=[r for r in self.all_rules() if r.node != name])
+
+    def all_rules(self) -> list[Rule]:
+        """Every data-quality rule, node by node."""
+        return [r for rules in self.rules.values() for r in rules]
+
+    def with_rules(self, node: str, rules: Iterable[Rule]) -> Flow:
+        """A new flow whose rules of ``node`` are ``rules`` (none: the node's rules go)."""
+        self[node]
+        others = [r for r in self.all_rules() if r.node != node]
+        return Flow(self.name, self, rules=[*others, *rules])
+
+    def at_version(self, version: int) -> Flow:
+        """This flow, as stored version ``version``."""
+        return Flow(self.name, self, version=version, rules=self.all_rules())
 
     # ------------------------------------------------------------------ rules
     def validate(self) -> Flow:
@@ -175,6 +197,10 @@ class Flow:
         self._check_cycles()
         for node in self:
             self._check_boundedness(node)
+        for name in self.rules:
+            if name not in self._nodes:
+                raise UnknownNodeError(f"rules of node {name!r}: flow {self.name!r} has no "
+                                       f"such node{_suggest(name, self._nodes)}")
         return self
 
     def _check_boundedness(self, node: Node) -> None:
@@ -296,11 +322,14 @@ class Flow:
 
     # ------------------------------------------------------------------ (de)serialise
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "format": FORMAT_VERSION,
             "name": self.name,
             "nodes": [node.to_dict() for node in self],
         }
+        if self.rules:  # (absent otherwise: flows stored before rules keep their spec)
+            data["rules"] = [r.to_dict() for r in self.all_rules()]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, version: int | None = None) -> Flow:
@@ -309,7 +338,8 @@ class Flow:
                 f"flow {data.get('name')!r} was saved by a newer ultron_nb (format "
                 f"{data.get('format')}); upgrade to read it"
             )
-        return cls(data["name"], (Node.from_dict(n) for n in data["nodes"]), version=version)
+        return cls(data["name"], (Node.from_dict(n) for n in data["nodes"]), version=version,
+                   rules=[Rule.from_dict(r) for r in data.get("rules", ())])
 
     # ------------------------------------------------------------------ display
     def to_dot(self, **kwargs: Any) -> str:

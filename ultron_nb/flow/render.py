@@ -5,7 +5,7 @@ Producing DOT text is pure; turning it into SVG (which runs ``dot``) is the disp
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from ultron_nb.flow.edges import Trigger
@@ -43,7 +43,8 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def _node_attrs(node: Node, status: str | None, extra: str | None, shared: bool) -> str:
+def _node_attrs(node: Node, status: str | None, extra: str | None, shared: bool,
+                failing: Sequence[str] = ()) -> str:
     if node.kind is Kind.RESOURCE:
         shape, fill = _SHAPES[node.resource_type or ResourceType.DATASET]
     elif node.kind is Kind.FLINK:
@@ -65,9 +66,13 @@ def _node_attrs(node: Node, status: str | None, extra: str | None, shared: bool)
         lines.append(extra)
     if shared:
         lines.append("shared")
+    border = ""
+    if failing:
+        lines.append("✗ " + ", ".join(failing))
+        border = ', color="#e03131", penwidth=3'
     return (
         f"label={_quote(chr(10).join(lines))}, shape={shape}, style={_quote(','.join(style))}, "
-        f"fillcolor={_quote(fill)}, tooltip={_quote(node.description or node.label)}"
+        f"fillcolor={_quote(fill)}, tooltip={_quote(node.description or node.label)}{border}"
     )
 
 
@@ -78,12 +83,15 @@ def to_dot(
     watermarks: Mapping[str, str] | None = None,
     shared: frozenset[str] | set[str] | None = None,
     title: str | None = None,
+    quality: Mapping[str, Sequence[str]] | None = None,
 ) -> str:
     """DOT text for ``flow``.
 
     ``status`` maps node names to job states, ``watermarks`` to a watermark text shown under
-    the node, ``shared`` names nodes whose running instance is shared with another experiment.
+    the node, ``shared`` names nodes whose running instance is shared with another experiment,
+    ``quality`` names the data-quality rules failing at a node (drawn with a red border).
     """
+    quality = quality or {}
     status = status or {}
     watermarks = watermarks or {}
     shared = shared or set()
@@ -98,7 +106,8 @@ def to_dot(
     for node in flow:
         wm = watermarks.get(node.name)
         extra = f"wm {wm}" if wm else None
-        attrs = _node_attrs(node, status.get(node.name), extra, node.name in shared)
+        attrs = _node_attrs(node, status.get(node.name), extra, node.name in shared,
+                            quality.get(node.name, ()))
         out.append(f"  {_quote(node.name)} [{attrs}];")
     for node in flow:
         for src in node.data_inputs():

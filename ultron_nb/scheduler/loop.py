@@ -50,7 +50,8 @@ log = logging.getLogger(__name__)
 STATE_ROW = "scheduler"  # scheduler_state.name of the persisted cursor and rule state
 #: What the daemon polls every tick besides the events (``poll() -> events sent``), loaded by
 #: module path and made as ``factory(db, settings)``: the model registry's changes.
-WATCHERS: dict[str, str] = {"models": "ultron_nb.engines.mlflow.watcher:RegistryWatcher"}
+WATCHERS: dict[str, str] = {"models": "ultron_nb.engines.mlflow.watcher:RegistryWatcher",
+                            "quality": "ultron_nb.engines.quality_watcher:QualityWatcher"}
 WATCH_TICK = 0.1  # the loop's longest wait while watchers run (seconds)
 #: Experiments in these states are forgotten (their rule state pruned).
 GONE = ("canceled", "cancelled", "deleted")

@@ -38,7 +38,13 @@ from datetime import datetime
 from typing import Any
 
 from ultron_nb.events import Event
-from ultron_nb.events.keys import NodeState, normalize, status_key, watermark_key
+from ultron_nb.events.keys import (
+    NodeState,
+    normalize,
+    status_key,
+    watermark_key,
+    watermark_ms,
+)
 from ultron_nb.events.model_keys import in_scope, parse_occurrence, subscribed_keys
 from ultron_nb.events.model_keys import occurrence as event_occurrence
 from ultron_nb.flow import Action, ControlEdge, Flow, Kind, Node, Trigger, condition_holds
@@ -89,20 +95,6 @@ def parse_status(value: Any) -> tuple[NodeState | None, int | None, str | None]:
 def is_end(state: NodeState | None) -> bool:
     return state in (NodeState.FINISHED, NodeState.FAILED, NodeState.STOPPED,
                      NodeState.CANCELED, NodeState.LOST)
-
-
-def parse_watermark(value: Any) -> int | None:
-    """Epoch milliseconds of a watermark event value (a number, numeric text, or an object
-    with ``watermark``); None when absent or before 1970 (Flink's "no watermark yet")."""
-    if isinstance(value, dict):
-        value = value.get("watermark", value.get("ms"))
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        ms = int(float(value))
-    except (TypeError, ValueError):
-        return None
-    return ms if ms >= 0 else None
 
 
 # ---------------------------------------------------------------- the model
@@ -287,7 +279,7 @@ def _since(value: Any) -> int | None:
 
 
 def on_watermark(event: Event, state: dict[str, Any], model: Model) -> list[Planned]:
-    ms = parse_watermark(event.value)
+    ms = watermark_ms(event.value)
     if ms is None:
         return []
     marks = state["watermarks"]

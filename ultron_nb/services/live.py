@@ -34,7 +34,9 @@ def decorations(ws: Workspace, flow: Flow, experiment: str | None = None) -> dic
     except UltronError as exc:  # cluster gone: show what the store knows
         log.info("live status of %s unavailable: %s", experiment, exc)
         return {"title": f"{flow.name} — experiment {experiment} (status unavailable)"}
-    return status_decorations(flow, st)
+    from ultron_nb.services.quality import failing
+
+    return {**status_decorations(flow, st), "quality": failing(ws, experiment)}
 
 
 def status_decorations(flow: Flow, st: ExperimentStatus) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 from ultron_nb import experiments
 from ultron_nb.errors import ConfigError, FlowError, NotFoundError, UltronError
 from ultron_nb.flow import Flow, Kind, ResourceType
-from ultron_nb.flow.cells import escape_line, node_cell
+from ultron_nb.flow.cells import escape_line, node_cell, rule_cell
 from ultron_nb.flow.identity import identities
 from ultron_nb.store import experiments as repo
 from ultron_nb.version import __version__
@@ -302,6 +302,8 @@ def export_notebook(ws: Workspace, name: str, out: Path | str) -> ExportResult:
     for node_name in definition_order(flow):
         node_cells[len(cells)] = node_name
         cells.append(v4.new_code_cell(node_cell(flow[node_name])))
+    for node_name, rules in flow.rules.items():
+        cells.append(v4.new_code_cell(rule_cell(node_name, rules)))
     rows = [[n, k, default, effective[n][k] if effective[n][k] != default else ""]
             for n in flow.names for k, default in flow[n].params]
     cells.append(v4.new_markdown_cell(
@@ -355,6 +357,7 @@ class ExportedNotebook:
     params: dict[str, str]
     identities: dict[str, str]
     experiment: str
+    rule_cells: list[tuple[str, str]] = field(default_factory=list)  # ``%%ultron rule``
 
 
 def read_export(path: Path | str) -> ExportedNotebook:
@@ -370,6 +373,7 @@ def read_export(path: Path | str) -> ExportedNotebook:
     meta = dict(nb.metadata.get("ultron") or {})
     flow = str(meta.get("flow") or "")
     cells: list[tuple[str, str]] = []
+    rule_cells: list[tuple[str, str]] = []
     for c in nb.cells:
         if c.cell_type != "code":
             continue
@@ -377,6 +381,8 @@ def read_export(path: Path | str) -> ExportedNotebook:
         first, _, body = source.partition("\n")
         if first.startswith("%%ultron node "):
             cells.append((first[len("%%ultron node "):], body))
+        elif first.startswith("%%ultron rule "):
+            rule_cells.append((first[len("%%ultron rule "):], body))
         elif not flow and first.startswith("%ultron flow "):
             flow = first[len("%ultron flow "):].strip()
     if not flow or not cells:
@@ -384,4 +390,4 @@ def read_export(path: Path | str) -> ExportedNotebook:
     return ExportedNotebook(flow, cells, {str(k): str(v) for k, v in
                                           (meta.get("params") or {}).items()},
                             {str(k): str(v) for k, v in (meta.get("identities") or {}).items()},
-                            str(meta.get("experiment") or ""))
+                            str(meta.get("experiment") or ""), rule_cells)

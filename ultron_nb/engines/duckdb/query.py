@@ -103,6 +103,11 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
+def declare(con: duckdb.DuckDBPyConnection, table: TableFiles, what: str) -> None:
+    """Make ``table`` a view (or an empty table of its columns) of connection ``con``."""
+    _declare(con, table, what)
+
+
 def _declare(con: duckdb.DuckDBPyConnection, table: TableFiles, what: str) -> None:
     name = ident(table.name)
     if not table.files:
