@@ -11,10 +11,11 @@ import pytest
 PUBLIC = {
     "ultron_nb": [
         "ControlEdge", "ExperimentStatus", "Flow", "FlowError", "Node", "NotFoundError",
-        "Settings", "UltronError", "Workspace", "clone", "define_node", "diff",
-        "identities", "latest", "launch", "listen", "load_ipython_extension", "load_settings",
-        "preview", "restart_node", "resume", "send_event", "sql", "status", "stop",
-        "unload_ipython_extension"],
+        "Settings", "UltronError", "Workspace", "clone", "define_node", "define_rules",
+        "diff", "identities", "latest", "launch", "listen", "load_ipython_extension",
+        "load_settings",
+        "preview", "quality_report", "restart_node", "resume", "send_event", "sql",
+        "status", "stop", "unload_ipython_extension"],
     "ultron_nb.experiments": [
         "ExperimentStatus", "NodeStatus", "Snapshot", "Watcher", "existing_instances",
         "experiment_row",

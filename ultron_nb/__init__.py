@@ -9,7 +9,8 @@ In a notebook::
 
 From Python: :class:`Workspace` (flows), :func:`define_node`, :mod:`ultron_nb.experiments`
 (``launch``, ``status``, ``stop``, ``resume``, ``restart_node``, ``preview``, ``sql``, also
-exported here), :func:`clone` and :func:`diff`, the notification service (:func:`send_event`,
+exported here), :func:`clone` and :func:`diff`, data-quality rules (:func:`define_rules`,
+:func:`quality_report`), the notification service (:func:`send_event`,
 :func:`latest`, :func:`listen`). The package imports lazily, so ``import ultron_nb`` and
 ``%load_ext ultron_nb`` stay fast.
 """
@@ -46,6 +47,8 @@ _EXPORTS = {
     "ExperimentStatus": "ultron_nb.experiments",
     "clone": "ultron_nb.services.clone",
     "diff": "ultron_nb.services.clone",
+    "define_rules": "ultron_nb.services.quality",
+    "quality_report": "ultron_nb.services.quality",
 }
 
 __all__ = [
@@ -60,6 +63,7 @@ __all__ = [
     "Workspace",
     "clone",
     "define_node",
+    "define_rules",
     "diff",
     "identities",
     "latest",
@@ -68,6 +72,7 @@ __all__ = [
     "load_ipython_extension",
     "load_settings",
     "preview",
+    "quality_report",
     "restart_node",
     "resume",
     "send_event",
@@ -94,6 +99,7 @@ if TYPE_CHECKING:
     from ultron_nb.flow import ControlEdge, Flow, Node, identities
     from ultron_nb.flow.build import define_node
     from ultron_nb.services.clone import clone, diff
+    from ultron_nb.services.quality import define_rules, quality_report
     from ultron_nb.workspace import Workspace
 
 

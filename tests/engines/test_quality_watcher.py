@@ -14,7 +14,7 @@ from ultron_nb.config import Settings
 from ultron_nb.engines.quality_watcher import QualityWatcher
 from ultron_nb.events import recent
 from ultron_nb.flow.build import define_node
-from ultron_nb.services.quality import define_rules, report
+from ultron_nb.services.quality import define_rules, quality_report
 from ultron_nb.store import experiments as repo
 from ultron_nb.workspace import Workspace
 
@@ -58,12 +58,12 @@ def test_each_finished_run_is_measured_once(ws: Workspace, tmp_path: Path) -> No
     assert set(events) == {"quality/e/agg/unique_id", "quality/e/agg/range_v"}
     assert events["quality/e/agg/unique_id"]["samples"] == [{"id": 2, "rows": 2}]
     assert events["quality/e/agg/range_v"]["samples"][0]["v"] == 7.0
-    assert report(ws, "e").failing == {"agg": ["range_v", "unique_id"]}
-    assert report(ws, "e").look_first == ["agg"]
+    assert quality_report(ws, "e").failing == {"agg": ["range_v", "unique_id"]}
+    assert quality_report(ws, "e").look_first == ["agg"]
     # the next run is clean: measured, and nothing fails any more
     _run(ws, out, pd.DataFrame({"id": [1, 2], "v": [0.1, 0.5]}))
     assert watcher.poll() == 0
-    rep = report(ws, "e")
+    rep = quality_report(ws, "e")
     assert rep.failing == {} and {r[1]: (r[7], r[8]) for r in rep.table.rows} == \
         {"unique_id": (2, 1), "range_v": (2, 1)}
 

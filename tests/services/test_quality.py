@@ -32,7 +32,8 @@ from ultron_nb.events import recent
 from ultron_nb.flow import identities
 from ultron_nb.flow.build import define_node
 from ultron_nb.services.datagen import gen_clicklog
-from ultron_nb.services.quality import define_rules, first_failing, report
+from ultron_nb.services.live import decorations
+from ultron_nb.services.quality import define_rules, first_failing, quality_report
 from ultron_nb.store import triggers
 
 pytestmark = [pytest.mark.flink, pytest.mark.slow]
@@ -54,7 +55,7 @@ def _violations(ws: Any, experiment: str) -> list[dict[str, Any]]:
 
 
 def _measured(ws: Any, experiment: str, node: str, rule: str) -> int:
-    for row in report(ws, experiment).table.rows:
+    for row in quality_report(ws, experiment).table.rows:
         if row[0] == node and row[1] == rule:
             return int(row[7])
     return 0
@@ -151,7 +152,7 @@ def test_faults_on_a_running_chain_are_caught_in_their_windows(scheduled_workspa
     wait_until(lambda: (tmp_path / "alarms.jsonl").exists(), 120, "the alarm node's run")
     alarms = [json.loads(x) for x in (tmp_path / "alarms.jsonl").read_text().splitlines()]
     assert alarms == [{"rule": "nulls_temp", "window": at[2]}]
-    rep = report(ws, "qx")
+    rep = quality_report(ws, "qx")
     text = str(rep)
     assert "enriched" in text and "drift_temp" in text and "violations of qx" in text
     assert rep.failing == {} and rep.look_first == []  # the last windows are clean
@@ -202,8 +203,12 @@ def test_a_stalled_partition_fails_freshness_only_once_it_stalls(scheduled_works
         assert violation["at"] >= stalled_at + 25  # not before the data stalled
         mark = datetime.fromisoformat(violation["window_start"])
         assert abs((mark - last[1]).total_seconds()) <= 5  # where partition 1 stopped
-        assert report(ws, "lx").failing == {"passthrough": ["fresh"]}
-        assert report(ws, "lx").look_first == ["passthrough"]
+        assert quality_report(ws, "lx").failing == {"passthrough": ["fresh"]}
+        assert quality_report(ws, "lx").look_first == ["passthrough"]
+        # the DAG (show, watch, the side panel) marks the node
+        marks = decorations(ws, ws.flow("live"), "lx")
+        assert marks["quality"] == {"passthrough": ["fresh"]}
+        assert "✗ fresh" in ws.render(ws.flow("live"), "dot", **marks)
     finally:
         stop.set()
         feeder.join(10)

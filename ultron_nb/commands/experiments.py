@@ -114,9 +114,9 @@ def _quality(p: argparse.ArgumentParser) -> Run:
     p.add_argument("experiment")
 
     def run(face: Face, a: argparse.Namespace, _body: str | None) -> Any:
-        from ultron_nb.services.quality import report
+        from ultron_nb.services.quality import quality_report
 
-        return report(face.workspace, a.experiment)
+        return quality_report(face.workspace, a.experiment)
 
     return run
 

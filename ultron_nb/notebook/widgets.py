@@ -107,13 +107,13 @@ class WatchView:
 
     # ---------------------------------------------------------------- drawing
     def _render_dag(self, snap: Snapshot) -> None:
-        from ultron_nb.services.live import status_decorations
+        from ultron_nb.services.live import live_decorations
 
         ws = self.watcher.ws
         st = snap.status
         try:
             flow = ws.flow(st.flow, st.flow_version)
-            decorations = status_decorations(flow, st)
+            decorations = live_decorations(ws, flow, st)
             decorations["title"] = f"{flow.name} — experiment {st.name}"
             if decorations == self._decorations:
                 return

@@ -31,7 +31,7 @@ from ultron_nb.errors import (
 from ultron_nb.flow.build import parse_pairs
 from ultron_nb.flow.render import STATUS_COLORS
 from ultron_nb.services import clone as _clone
-from ultron_nb.services.live import status_decorations as _decorations
+from ultron_nb.services.live import live_decorations as _decorations
 from ultron_nb.version import __version__
 from ultron_nb.workspace import Workspace
 
@@ -129,9 +129,10 @@ def latest_experiment(ws: Workspace, flow_name: str) -> str | None:
 
 def dag_svg(ws: Workspace, flow_name: str, status: Any | None) -> str:
     """The flow's latest version as SVG, coloured by an experiment's ``status`` (asked
-    already), with each stream node's watermark; plain when ``status`` is None."""
+    already), with each stream node's watermark and failing data-quality rules; plain when
+    ``status`` is None."""
     f = ws.flow(flow_name)
-    return _svg(ws.render(f, "dot", **(_decorations(f, status) if status else {})))
+    return _svg(ws.render(f, "dot", **(_decorations(ws, f, status) if status else {})))
 
 
 @functools.lru_cache(maxsize=64)

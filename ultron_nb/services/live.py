@@ -1,4 +1,5 @@
-"""Live decorations of a flow's DAG: the status and watermark of each node.
+"""Live decorations of a flow's DAG: the status and watermark of each node, and the
+data-quality rules failing at it.
 
 They come from the flow's latest experiment, asked from Flink when it answers; otherwise from
 the states last recorded in the store.
@@ -34,9 +35,14 @@ def decorations(ws: Workspace, flow: Flow, experiment: str | None = None) -> dic
     except UltronError as exc:  # cluster gone: show what the store knows
         log.info("live status of %s unavailable: %s", experiment, exc)
         return {"title": f"{flow.name} — experiment {experiment} (status unavailable)"}
+    return live_decorations(ws, flow, st)
+
+
+def live_decorations(ws: Workspace, flow: Flow, st: ExperimentStatus) -> dict[str, Any]:
+    """:func:`status_decorations` and the data-quality rules failing at each node."""
     from ultron_nb.services.quality import failing
 
-    return {**status_decorations(flow, st), "quality": failing(ws, experiment)}
+    return {**status_decorations(flow, st), "quality": failing(ws, st.name)}
 
 
 def status_decorations(flow: Flow, st: ExperimentStatus) -> dict[str, Any]:

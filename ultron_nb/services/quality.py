@@ -2,7 +2,7 @@
 
 Rules are defined with ``%%ultron rule NODE`` (:func:`define_rules`; the grammar is in
 :mod:`ultron_nb.flow.quality`) and measured by the scheduler daemon
-(:mod:`ultron_nb.engines.quality_watcher`). :func:`report` is ``%ultron quality EXP``: each
+(:mod:`ultron_nb.engines.quality_watcher`). :func:`quality_report` is ``%ultron quality EXP``: each
 rule with its last value and window, how many windows failed, the recent violations, and the
 node to look at first — the failing node none of whose upstream nodes fails.
 """
@@ -96,7 +96,7 @@ def first_failing(flow: Flow, failing_nodes: set[str]) -> list[str]:
             and not any(n in flow.downstream(other) for other in failing_nodes if other != n)]
 
 
-def report(ws: Workspace, name: str, *, violations: int = 20) -> QualityReport:
+def quality_report(ws: Workspace, name: str, *, violations: int = 20) -> QualityReport:
     """``%ultron quality EXP`` (see the module docstring)."""
     flow, state = _state(ws, name)
     rows = []
