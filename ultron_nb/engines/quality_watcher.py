@@ -33,7 +33,7 @@ from ultron_nb.engines.duckdb.quality import Measurement, evaluate, freshness_la
 from ultron_nb.engines.outputs import first_event_ms, readable, table_files
 from ultron_nb.errors import NotFoundError, UltronError
 from ultron_nb.events import append_event, latest
-from ultron_nb.events.keys import quality_key, watermark_key, watermark_ms
+from ultron_nb.events.keys import NodeState, quality_key, watermark_key, watermark_ms
 from ultron_nb.flow import Flow
 from ultron_nb.flow.quality import Rule, RuleKind
 from ultron_nb.store import experiments as repo
@@ -51,7 +51,6 @@ SENDER = "ultron.quality"
 #: Experiment states whose nodes are looked at.
 LOOKED_AT = ("running", "starting", "partial", "failed")
 MAX_WINDOWS = 20  # per node and look: a long backlog is caught up over several looks
-FINISHED = "finished"
 
 
 @dataclass
@@ -203,7 +202,7 @@ class QualityWatcher:
     # ------------------------------------------------------------------ batch
     def _batch(self, target: _Target, here: dict[str, Any],
                violations: list[tuple[Rule, dict[str, Any]]]) -> None:
-        if target.job_id is None or target.job_state != FINISHED:
+        if target.job_id is None or target.job_state != NodeState.FINISHED:
             return
         if here.get("job") == target.job_id:
             return

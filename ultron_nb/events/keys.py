@@ -181,6 +181,11 @@ def quality_key(experiment: str, node: str, rule: str) -> str:
     return f"quality/{experiment}/{node}/{rule}"
 
 
+def quality_keys(experiment: str) -> str:
+    """The pattern of every data-quality violation of an experiment."""
+    return f"quality/{experiment}/*"
+
+
 def split_key(key: str) -> tuple[str, ...]:
     """``"status/e/n"`` → ``("status", "e", "n")`` (experiment names hold no ``/``)."""
     return tuple(key.split("/"))

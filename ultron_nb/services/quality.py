@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ultron_nb.engines.quality_watcher import STATE_ROW
 from ultron_nb.events import recent
-from ultron_nb.events.keys import quality_key
+from ultron_nb.events.keys import quality_keys
 from ultron_nb.flow import Flow
 from ultron_nb.flow.quality import DEFAULT_WINDOW, parse_rules
 from ultron_nb.store import experiments as repo
@@ -116,7 +116,7 @@ def quality_report(ws: Workspace, name: str, *, violations: int = 20) -> Quality
             rows.append([node, rule.name, rule.text, rule.bound, where, last["value"],
                          "ok" if last["ok"] else "FAILING", measured, failed])
     bad = failing(ws, name)
-    events = recent(ws.db, quality_key(name, "*", "*").split("*")[0] + "*", limit=violations)
+    events = recent(ws.db, quality_keys(name), limit=violations)
     vrows = [[e.value.get("node"), e.value.get("rule"), e.value.get("window_start") or
               (f"run {e.value.get('run')}" if e.value.get("run") else ""),
               e.value.get("value"), e.value.get("bound"),

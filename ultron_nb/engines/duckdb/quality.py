@@ -52,10 +52,6 @@ class Measurement:
     samples: list[dict[str, Any]] = field(default_factory=list)
     reference: dict[str, Any] | None = None  # a drift rule's new reference, when it set one
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"rule": self.rule, "value": self.value, "ok": self.ok, "rows": self.rows,
-                "samples": self.samples}
-
 
 def _when(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC).replace(tzinfo=None)
