@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from ultron_nb.engines import outputs
-from ultron_nb.engines.flink import ddl
+from ultron_nb.engines.flink import ddl, restores
 
 
 def test_a_part_file_committed_between_listing_and_reading_is_read_under_its_new_name(
@@ -59,3 +60,43 @@ def test_a_part_file_committed_between_the_two_listings_is_listed_once(
     files = outputs.flink_files(tmp_path / "inst")
     assert [p.name for p in files] == ["part-u1-0-0"]
     assert [r["id"] for r in outputs.read_json_lines(files, None)] == [0]
+
+
+def test_part_files_a_failed_attempt_left_are_not_read_after_its_restart(
+    tmp_path: Path,
+) -> None:
+    """After a restart from a checkpoint, the in-progress files the failed attempt opened
+    after that checkpoint are never committed and the restarted attempt writes their rows
+    again: a reader that shows in-progress rows skips them (the CTR link under a killed
+    task manager read 340 impressions twice). The file the checkpoint resumes stays."""
+    inst = tmp_path / "inst"
+    out = ddl.output_folder(inst)
+    out.mkdir(parents=True)
+    acked_ms, restored_ms = 1_000_000, 1_005_000
+
+    def part(name: str, ids: list[int], written_ms: int) -> Path:
+        path = out / name
+        path.write_text("".join(json.dumps({"id": i}) + "\n" for i in ids))
+        os.utime(path, ns=(written_ms * 1_000_000, written_ms * 1_000_000))
+        return path
+
+    part("part-u-0-0", [0, 1], acked_ms - 3000)                     # committed before
+    resumed = part(".part-u-0-1.inprogress.a", [2], acked_ms - 10)   # in the checkpoint
+    part(".part-u-0-2.inprogress.b", [3, 4], acked_ms + 400)        # the failed attempt's
+    part(".part-u-1-5.inprogress.c", [5], restored_ms - 1)          # (another subtask)
+    part(".part-u-0-7.inprogress.d", [3, 4, 5], restored_ms + 800)  # the restarted one's
+    rows = [r["id"] for r in outputs.read_json_lines(outputs.flink_files(inst), None)]
+    assert sorted(rows) == [0, 1, 2, 3, 3, 4, 4, 5, 5]  # no restart known: read twice
+
+    assert restores.record_restore(inst, restores.Restore("job", 7, acked_ms, restored_ms))
+    assert not restores.record_restore(inst, restores.Restore("job", 7, acked_ms,
+                                                              restored_ms))  # once
+    names = [p.name for p in outputs.flink_files(inst)]
+    assert names == ["part-u-0-0", resumed.name, ".part-u-0-7.inprogress.d"]
+    rows = [r["id"] for r in outputs.read_json_lines(outputs.flink_files(inst), None)]
+    assert sorted(rows) == [0, 1, 2, 3, 4, 5]
+    assert restores.last_restored_ms(inst, "job") == restored_ms
+    assert restores.last_restored_ms(inst, "other") is None
+    # The resumed file written again after the restore is still read.
+    os.utime(resumed, ns=((restored_ms + 900) * 1_000_000,) * 2)
+    assert resumed in outputs.flink_files(inst)

@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ultron_nb.engines.flink import ddl, plans
+from ultron_nb.engines.flink import ddl, plans, restores
 from ultron_nb.engines.flink.jobconfig import job_name, parallelism
-from ultron_nb.engines.flink.rest import FlinkRest, rest_client
+from ultron_nb.engines.flink.rest import FlinkRest, JobInfo, rest_client
 from ultron_nb.engines.outputs import first_event_ms
 from ultron_nb.errors import ClusterError, NotFoundError, UltronError
 from ultron_nb.events import latest, send_event
@@ -68,8 +68,8 @@ STOPPABLE = frozenset({NodeState.RUNNING, NodeState.RESTARTING, "created", "init
 
 
 def clear_output(folder: Path) -> None:
-    """Remove a previous run's output (a fresh start recomputes it), and the ordered backlog
-    copies older versions made under ``_replay``."""
+    """Remove a previous run's output (a fresh start recomputes it), the ordered backlog
+    copies older versions made under ``_replay`` and the old jobs' recorded restarts."""
     out = ddl.output_folder(folder)
     if out.is_dir():  # keep the directory: running readers watch it
         for child in out.iterdir():
@@ -79,6 +79,7 @@ def clear_output(folder: Path) -> None:
                 child.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(folder / "_replay", ignore_errors=True)
+    (folder / restores.RESTORES_FILE).unlink(missing_ok=True)  # the old jobs' restarts
 
 
 def parse_ms(value: Any) -> int | None:
@@ -314,10 +315,14 @@ class FlinkRunner(NodeRunner):
     def _ask_flink(self, rest: FlinkRest, job: JobRow, report: NodeReport) -> None:
         assert job.external_id
         recorded = normalize(job.state)
+        info: JobInfo | None = None
         try:
-            reported = normalize(rest.job(job.external_id).state) or NodeState.UNKNOWN
+            info = rest.job(job.external_id)
+            reported = normalize(info.state) or NodeState.UNKNOWN
         except NotFoundError:
             reported = NodeState.LOST
+        if info is not None and info.restarting_ms and reported is NodeState.RUNNING:
+            self._note_restart(rest, job, info.restarting_ms)
         if recorded is NodeState.STOPPING and reported not in TERMINAL:
             reported = NodeState.STOPPING  # whoever stops it records how it ended
         elif recorded is NodeState.STOPPING:
@@ -347,6 +352,33 @@ class FlinkRunner(NodeRunner):
                     error=report.error, ended_at=ended)
                 if changed:
                     repo.set_instance_state(conn, job.instance_id, reported)
+
+    def _note_restart(self, rest: FlinkRest, job: JobRow, restarting_ms: int) -> None:
+        """Record a restart of the job from a checkpoint once it runs again, so that readers
+        skip the part files its failed attempt left (:mod:`ultron_nb.engines.flink.restores`)."""
+        assert job.external_id
+        folder = self.ws.instance_dir(job.instance_id)
+        last = restores.last_restored_ms(folder, job.external_id)
+        if last is not None and last >= restarting_ms:
+            return  # this restart is recorded
+        try:
+            cp = rest.restored_checkpoint(job.external_id)
+        except UltronError as exc:
+            log.warning("node instance %s: the restart of job %s is not recorded: %s",
+                        job.instance_id, job.external_id, exc)
+            return
+        if cp is None or cp.restored_ms < restarting_ms:
+            return  # not restored yet (or from nothing: no checkpoint, nothing left over)
+        acked = cp.acked_ms if cp.acked_ms is not None else restores.written_ms(cp.path)
+        if acked is None:
+            log.warning("node instance %s: job %s restarted from checkpoint %s, which Flink "
+                        "no longer describes; part files of the failed attempt may show in "
+                        "previews", job.instance_id, job.external_id, cp.id)
+            return
+        if restores.record_restore(folder, restores.Restore(
+                job.external_id, cp.id, acked, cp.restored_ms)):
+            log.info("node %s: job %s restarted from checkpoint %s",
+                     job.instance_id, job.external_id, cp.id)
 
     def _settled_job(self, instance_id: str) -> JobRow | None:
         """The latest job; an interrupted submission (overdue, no id) settled first."""

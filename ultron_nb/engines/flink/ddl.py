@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ultron_nb.engines.flink import restores
 from ultron_nb.engines.topics import MANIFEST, LocalTopic, partition_name
 from ultron_nb.errors import DataError, FlowError
 
@@ -252,17 +253,23 @@ def part_files(folder: Path) -> dict[int, list[Path]]:
 
 
 def in_progress_files(folder: Path) -> list[Path]:
-    """Part files of ``folder`` the sink is still writing, oldest first (uncommitted)."""
-    found: list[tuple[float, Path]] = []
+    """Part files of ``folder`` the sink is still writing, oldest first (uncommitted).
+
+    The part files a failed attempt of the job left behind (see
+    :mod:`ultron_nb.engines.flink.restores`) are not among them."""
+    found: list[tuple[int, Path]] = []
     if not folder.is_dir():
         return []
+    known = restores.restores(folder.parent)
     for path in folder.iterdir():
         if not _IN_PROGRESS_FILE.match(path.name):
             continue
         try:
-            found.append((path.stat().st_mtime, path))
+            mtime = path.stat().st_mtime_ns
         except FileNotFoundError:
             continue  # committed (renamed) since the listing: part_files has it now
+        if not restores.orphaned(mtime, known):
+            found.append((mtime, path))
     return [p for _, p in sorted(found)]
 
 

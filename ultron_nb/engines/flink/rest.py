@@ -60,6 +60,7 @@ class JobInfo:
     start_time: float | None = None  # seconds since the epoch
     end_time: float | None = None
     vertices: list[dict[str, Any]] = field(default_factory=list)
+    restarting_ms: int | None = None  # when it last began restarting (epoch ms)
 
     @property
     def terminal(self) -> bool:
@@ -77,7 +78,19 @@ class JobInfo:
             start_time=seconds(data.get("start-time")),
             end_time=seconds(data.get("end-time")),
             vertices=list(data.get("vertices", [])),
+            restarting_ms=int((data.get("timestamps") or {}).get("RESTARTING") or 0) or None,
         )
+
+
+@dataclass(frozen=True)
+class RestoredCheckpoint:
+    """The checkpoint (or savepoint) a job last restored (times in epoch ms)."""
+
+    id: int
+    restored_ms: int
+    acked_ms: int | None  # its last acknowledgement; None once Flink's history dropped it
+    path: str
+    savepoint: bool
 
 
 #: Credentials URLs of this process gave per endpoint (see :func:`credentials_for`).
@@ -326,6 +339,29 @@ class FlinkRest:
             return line or entry.get("exceptionName")
         root = body.get("root-exception")  # Flink 1.x
         return root_cause_line(root) if root else None
+
+    def restored_checkpoint(self, job_id: str) -> RestoredCheckpoint | None:
+        """The checkpoint the job last restarted from, or None when it never restored
+        one."""
+        body = self.get_object(f"/jobs/{job_id}/checkpoints", job=job_id)
+        restored = (body.get("latest") or {}).get("restored") or {}
+        if not restored.get("id") or not restored.get("restore_timestamp"):
+            return None
+        checkpoint = int(restored["id"])
+        acked: int | None = None
+        for entry in body.get("history") or []:
+            if entry.get("id") == checkpoint and entry.get("latest_ack_timestamp"):
+                acked = int(entry["latest_ack_timestamp"])
+        if acked is None:
+            try:
+                details = self.get_object(f"/jobs/{job_id}/checkpoints/details/{checkpoint}",
+                                          job=job_id)
+                acked = int(details.get("latest_ack_timestamp") or 0) or None
+            except NotFoundError:
+                acked = None
+        return RestoredCheckpoint(checkpoint, int(restored["restore_timestamp"]), acked,
+                                  str(restored.get("external_path") or ""),
+                                  bool(restored.get("is_savepoint")))
 
     def cancel(self, job_id: str) -> None:
         """``PATCH /jobs/<id>?mode=cancel``."""
