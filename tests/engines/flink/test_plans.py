@@ -110,3 +110,18 @@ def test_a_source_reading_another_table_is_named(env: Any) -> None:
     check = plans.compare(old, new)
     [(was, _now, why)] = [c for c in check.changed if c[0].label.startswith("table-source")]
     assert was.table == "orders" and "it read orders" in why and "refunds" in why
+
+
+def test_a_sink_salted_by_its_instance_leaves_its_state_unclaimed_in_another(env: Any) -> None:
+    """A clone branched from a savepoint restores every operator but the sink: the sink's
+    state holds the part files it was writing in the parent's folder."""
+    plan = compiled(env, COUNT)
+    parent = plans.operators(plans.stable_ids(plan, sink_salt="per_shop_ab12_1"))
+    again = plans.operators(plans.stable_ids(plan, sink_salt="per_shop_ab12_1"))
+    clone = plans.operators(plans.stable_ids(plan, sink_salt="per_shop_ab12_2"))
+    assert plans.compare(parent, again).ok  # a resume of the same instance keeps it all
+    check = plans.compare(parent, clone)
+    assert [plans.is_sink(op.type) for op in check.dropped] == [True]
+    assert not check.changed and check.kept
+    assert {op.uid for op in check.kept} == {uid for uid, op in clone.items()
+                                            if not plans.is_sink(op.type)}

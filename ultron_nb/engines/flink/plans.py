@@ -48,8 +48,13 @@ def _type_block(node_type: str, taken: set[int]) -> int:
     return block
 
 
-def stable_ids(plan_json: str) -> str:
-    """``plan_json`` with its node ids made of the node's type and rank (see the module)."""
+def stable_ids(plan_json: str, *, sink_salt: str = "") -> str:
+    """``plan_json`` with its node ids made of the node's type and rank (see the module).
+
+    With ``sink_salt`` (the node instance the job writes for), the sinks' ids are made of it
+    too: state restored into another instance (a clone branched from a savepoint) then
+    leaves the sink's state — the part files it was writing in the other instance's
+    folder — unclaimed, while every other operator takes its state back."""
     plan = json.loads(plan_json)
     blocks: dict[str, int] = {}
     taken: set[int] = set()
@@ -58,7 +63,8 @@ def stable_ids(plan_json: str) -> str:
     for node in plan.get("nodes", []):
         kind = str(node["type"])
         if kind not in blocks:
-            blocks[kind] = _type_block(kind, taken)
+            salted = f"{kind}@{sink_salt}" if sink_salt and is_sink(kind) else kind
+            blocks[kind] = _type_block(salted, taken)
         ranks[kind] = ranks.get(kind, 0) + 1
         if ranks[kind] >= _BLOCK:
             raise ValueError(f"a plan with {_BLOCK} or more nodes of type {kind}")
@@ -68,6 +74,11 @@ def stable_ids(plan_json: str) -> str:
         edge["source"] = renumber[int(edge["source"])]
         edge["target"] = renumber[int(edge["target"])]
     return json.dumps(plan, separators=(",", ":"))
+
+
+def is_sink(node_type: str) -> bool:
+    """Whether a plan node of ``node_type`` is a sink (``stream-exec-sink_2``)."""
+    return node_type.rsplit("_", 1)[0] == "stream-exec-sink"
 
 
 def _row_type(value: Any) -> str:

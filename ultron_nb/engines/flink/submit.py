@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from ultron_nb.engines.flink import ddl
 from ultron_nb.engines.flink.plans import stable_ids
 from ultron_nb.errors import ClusterError, ConfigError, SqlError
 
@@ -272,7 +273,8 @@ def validate_insert(env: Any, spec: JobSpec, columns: list[tuple[str, str]]) -> 
     if spec.mode == "stream":
         try:
             compiled = env._j_tenv.compilePlanSql(spec.insert)
-            spec.plan = stable_ids(str(compiled.asJsonString()))
+            spec.plan = stable_ids(str(compiled.asJsonString()),
+                                   sink_salt=ddl.sink_instance(spec.sink_ddl))
             return CompiledJob(spec, columns, env, plan=_load_plan(env, spec.plan))
         except Exception as exc:
             if not _is_java_error(exc):
