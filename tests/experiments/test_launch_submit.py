@@ -24,7 +24,7 @@ class FakeFlink:
         self.barrier = threading.Barrier(together, timeout=10)
         self.submitted: list[str] = []
 
-    def submit(self, item: Any, url: str) -> tuple[int, str]:
+    def submit(self, item: Any, url: str, *, savepoint: str | None = None) -> tuple[int, str]:
         self.barrier.wait()  # returns only once ``together`` submissions are in flight
         if item.node == self.fail:
             raise ClusterError(f"node {item.node!r}: submission to {url} failed: refused")

@@ -217,13 +217,17 @@ def _clone(p: argparse.ArgumentParser) -> Run:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="NODE.PARAM=V",
                    help="override a parameter; repeatable")
     p.add_argument("--label", help="the clone's label (default: its name)")
+    p.add_argument("--from-savepoint", dest="savepoints", action="append", default=[],
+                   type=int, metavar="ID",
+                   help="start that savepoint's node (see `savepoints SOURCE`) from its "
+                        "state; repeatable, one per node")
     p.add_argument("--dry-run", action="store_true", help="only show the plan")
 
     def run(face: Face, a: argparse.Namespace, _body: str | None) -> Any:
         from ultron_nb.services.clone import clone
 
         return clone(face.workspace, a.source, a.name, parse_pairs(a.sets, flag="--set"),
-                     dry_run=a.dry_run, label=a.label)
+                     dry_run=a.dry_run, label=a.label, from_savepoints=a.savepoints)
 
     return run
 

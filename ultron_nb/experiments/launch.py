@@ -28,6 +28,7 @@ from ultron_nb.errors import ClusterError, ConfigError, FlowError, UltronError
 from ultron_nb.events.control import request_start
 from ultron_nb.events.keys import ACTIVE, NodeState, normalize
 from ultron_nb.experiments.report import ExperimentStatus, mask_url
+from ultron_nb.experiments.savepoints import branch
 from ultron_nb.experiments.status import status
 from ultron_nb.flow import Flow, Kind, Node, ResourceType, Trigger
 from ultron_nb.flow.plan import ExistingInstance, Plan, PlannedNode, Step, plan_launch
@@ -36,6 +37,7 @@ from ultron_nb.runners.flink_compile import CompiledNode, FlinkCompiler, resourc
 from ultron_nb.runners.flink_node import FlinkRunner
 from ultron_nb.runners.registry import Runners
 from ultron_nb.store import experiments as repo
+from ultron_nb.store.savepoints import SavepointRow
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -202,6 +204,7 @@ def launch(
     wait: bool = True,
     timeout: float = 120.0,
     parent: str | None = None,
+    restore: Mapping[str, SavepointRow] | None = None,
 ) -> ExperimentStatus:
     """Launch the current version of flow ``flow_name`` as experiment ``name``.
 
@@ -210,7 +213,9 @@ def launch(
     With ``bounded``, stream nodes read what their sources hold now and finish (a replay).
     With ``wait``, returns once every job runs (or finished, or failed). Invalid SQL raises
     :class:`SqlError`, too few free task slots :class:`ClusterError`, before anything is
-    recorded. ``parent`` records the experiment this one was cloned from.
+    recorded. ``parent`` records the experiment this one was cloned from; the Flink nodes of
+    ``restore`` (a clone's branches) start from those savepoints of the parent's instances
+    (:func:`~ultron_nb.experiments.savepoints.branch`).
     """
     ws.db.check_writable()  # nothing could be recorded: say so before asking any cluster
     flow = ws.flow(flow_name)
@@ -238,6 +243,11 @@ def launch(
         try:
             compiled, outputs, states = _prepare(ws, flow, plan, runners, compiler=compiler,
                                                  to_run=to_run)
+            for node, record in (restore or {}).items():
+                if node not in compiled:
+                    raise ConfigError(f"node {node!r}: this launch starts no job of it to "
+                                      f"restore savepoint {record.id} into")
+                compiled[node] = branch(ws, exp_name, compiled[node], record)
             check_slots(flink, url, sum(int(c.job.spec.config.get("parallelism.default", "1"))
                                          for c in compiled.values()))
             _record(ws, flow, plan, exp_name, url, params=params, label=label, parent=parent,
@@ -246,7 +256,8 @@ def launch(
             _discard(ws, flow, plan, compiler)
             raise
         submitted = _submit_all(ws, flink, compiler, compiled, to_run, exp_name, url,
-                                bounded=bounded, timeout=timeout)
+                                bounded=bounded, timeout=timeout,
+                                savepoints={n: r.location for n, r in (restore or {}).items()})
         with ws.db.write() as conn:
             repo.set_experiment_state(conn, exp_name, "running" if submitted else "waiting")
         request_start(ws.db, exp_name)
@@ -273,8 +284,8 @@ def _discard(ws: Workspace, flow: Flow, plan: Plan, compiler: FlinkCompiler) -> 
 
 def _submit_all(ws: Workspace, flink: FlinkRunner, compiler: FlinkCompiler,
                 compiled: dict[str, CompiledNode], to_run: Sequence[PlannedNode],
-                exp_name: str, url: str, *, bounded: bool, timeout: float
-                ) -> list[tuple[str, str]]:
+                exp_name: str, url: str, *, bounded: bool, timeout: float,
+                savepoints: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
     """Phase 2: submit; roll back every job this launch started when one submission fails.
 
     Unbounded, the jobs are submitted side by side (:data:`SUBMIT_AT_ONCE` at a time): a stream
@@ -291,14 +302,16 @@ def _submit_all(ws: Workspace, flink: FlinkRunner, compiler: FlinkCompiler,
                         if node in item.depends_on:
                             flink.rest(url).await_state(job_id, {"finished"}, timeout)
                     item = compiler.compile(p.node)  # re-plan: the upstream output is complete
-                submitted.append((p.node, flink.submit(item, url)[1]))
+                submitted.append((p.node, flink.submit(
+                    item, url, savepoint=(savepoints or {}).get(p.node))[1]))
             except Exception as exc:
                 failed.append((p.node, exc))
                 break
     else:
         with ThreadPoolExecutor(max_workers=min(SUBMIT_AT_ONCE, len(to_run)),
                                 thread_name_prefix="ultron-submit") as pool:
-            futures = [(p.node, pool.submit(flink.submit, compiled[p.node], url))
+            futures = [(p.node, pool.submit(flink.submit, compiled[p.node], url,
+                                            savepoint=(savepoints or {}).get(p.node)))
                        for p in to_run]
         for node, future in futures:
             exc = future.exception()

@@ -90,6 +90,51 @@ def check_restore(ws: Workspace, exp_name: str, item: CompiledNode, location: st
         f"{node!r} by name)")
 
 
+def branch(ws: Workspace, exp_name: str, item: CompiledNode, record: SavepointRow, *,
+           allow_dropped: Collection[str] = ()) -> CompiledNode:
+    """``item`` (a new instance of a clone) set to start from ``record``, a savepoint of
+    another instance of its node; refused in one line when the state does not fit.
+
+    Every operator takes its state back but the sink: its state is the part files it was
+    writing in the other instance's folder, and a sink's id is salted by its instance
+    (:func:`~ultron_nb.engines.flink.plans.stable_ids`), so it stays unclaimed."""
+    from ultron_nb.engines.flink import jobclient
+
+    node = item.node
+    where = f"node {node!r} of {exp_name!r}: savepoint {record.id}"
+    if savepoint_exists(record.location) is False:
+        raise NotFoundError(f"{where} ({mask_url(record.location)}) no longer exists")
+    new_plan = item.job.spec.plan
+    if not new_plan:
+        raise ConfigError(f"{where}: the node's job has no compiled plan, so its state "
+                          "cannot be mapped to operators; launch it afresh")
+    if record.operators is not None:
+        old = plans.from_json(record.operators)
+    else:
+        try:
+            old_plan = load_job_spec(ws.instance_dir(record.instance_id)).plan
+        except NotFoundError:
+            old_plan = None
+        if not old_plan:
+            raise ConfigError(f"{where}: what state it holds is not known (taken by a job "
+                              "without a compiled plan); launch the node afresh")
+        old = plans.operators(old_plan)
+    check = plans.compare(old, plans.operators(new_plan))
+    if any(plans.is_sink(op.type) for op in check.kept):
+        raise ConfigError(f"{where}: its sink state would write into {record.experiment}'s "
+                          "output folder (a savepoint taken before sinks were salted by "
+                          "instance); launch the node afresh")
+    check.dropped = [op for op in check.dropped if not plans.is_sink(op.type)]
+    if not check.ok and node not in allow_dropped:
+        raise ConfigError(f"{where} would lose state: {check.summary()}; nothing was "
+                          f"submitted")
+    spec = item.job.spec
+    spec.config["execution.savepoint.path"] = record.location
+    spec.config[IGNORE_UNCLAIMED] = "true"  # the sink's state (and what was allowed)
+    return CompiledNode(node, item.instance, jobclient.prepare(ws.settings, spec),
+                        item.output, item.depends_on)
+
+
 @dataclass
 class Lineage:
     """The savepoints of an experiment's family, as a tree (see :func:`lineage`)."""

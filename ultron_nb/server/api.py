@@ -8,7 +8,7 @@ on the event loop) and raise :class:`ultron_nb.errors.UltronError` for a user's 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -159,9 +159,10 @@ def restart_node(ws: Workspace, name: str, node: str, from_savepoint: bool) -> A
 
 
 def clone(ws: Workspace, source: str, name: str, overrides: Mapping[str, str], *,
-          dry_run: bool, label: str | None) -> Any:
+          dry_run: bool, label: str | None, from_savepoints: Sequence[int] = ()) -> Any:
     """The clone's plan (``dry_run``), or launch it and return plan and status."""
-    return _clone.clone(ws, source, name, overrides, dry_run=dry_run, label=label)
+    return _clone.clone(ws, source, name, overrides, dry_run=dry_run, label=label,
+                        from_savepoints=from_savepoints)
 
 
 # ------------------------------------------------------------------ model center

@@ -166,6 +166,14 @@ def _overrides(body: dict[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()}
 
 
+def _savepoint_ids(body: dict[str, Any]) -> list[int]:
+    value = body.get("from_savepoints") or []
+    if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise ApiError(400, "ValueError: 'from_savepoints' must list savepoint ids")
+    return list(value)
+
+
 # ---------------------------------------------------------------- reads
 class InfoHandler(UltronHandler):
     @web.authenticated
@@ -265,7 +273,8 @@ class CloneHandler(UltronHandler):
         label = _text(body, "label", required=False)
         dry_run = _flag(body, "dry_run", True)
         result = await self.act(name, "clone", api.clone, name, new, _overrides(body),
-                                dry_run=dry_run, label=label)
+                                dry_run=dry_run, label=label,
+                                from_savepoints=_savepoint_ids(body))
         self.reply(js.clone_result(result))
 
 

@@ -133,6 +133,7 @@ def clone_plan(p: Any) -> dict[str, Any]:
         "nodes": [{"node": r[0], "plan": r[1], "instance": r[2], "why": r[3], "params": r[4]}
                   for r in p.rows()],
         "launches": list(p.launches),
+        "restores": {n: sp.id for n, sp in p.restores.items()},
     }
 
 

@@ -9,16 +9,21 @@ changed nodes and their downstream get new instances, with outputs of their own.
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ultron_nb import experiments
 from ultron_nb.engines.graphviz import dot_to_svg
-from ultron_nb.errors import ConfigError, EngineError
+from ultron_nb.errors import ConfigError, EngineError, NotFoundError
 from ultron_nb.experiments import ExperimentStatus
+from ultron_nb.experiments.report import mask_url
+from ultron_nb.flow import Kind
 from ultron_nb.flow.plan import Plan, Step, plan_launch
 from ultron_nb.store import experiments as repo
+from ultron_nb.store import savepoints as sp_repo
+from ultron_nb.store.savepoints import SavepointRow
 from ultron_nb.views import Table
 
 if TYPE_CHECKING:
@@ -35,11 +40,16 @@ class ClonePlan:
     plan: Plan
     overrides: dict[str, str]
     notes: list[str] = field(default_factory=list)
+    #: node → the savepoint its new instance starts from (``--from-savepoint``); the other
+    #: new nodes start afresh.
+    restores: dict[str, SavepointRow] = field(default_factory=dict)
 
     def rows(self) -> list[list[str]]:
         out = []
         for p in self.plan.nodes:
             what = {Step.SHARE: "shared", Step.NEW: "new"}[p.step]
+            if p.node in self.restores:
+                what += f", from savepoint {self.restores[p.node].id}"
             params = ", ".join(f"{k}: {a} → {b}" for k, a, b in p.changed_params)
             out.append([p.node, what, p.instance_id, p.reason, params])
         return out
@@ -94,8 +104,10 @@ def _source_identities(ws: Workspace, source: str) -> tuple[Any, dict[str, str]]
 
 
 def plan_clone(ws: Workspace, source: str, name: str,
-               overrides: Mapping[str, str] | None = None) -> ClonePlan:
-    """The plan of cloning ``source`` into ``name`` with ``overrides`` (NODE.PARAM=V)."""
+               overrides: Mapping[str, str] | None = None, *,
+               from_savepoints: Sequence[int] = ()) -> ClonePlan:
+    """The plan of cloning ``source`` into ``name`` with ``overrides`` (NODE.PARAM=V);
+    the nodes of ``from_savepoints`` (savepoint ids) start from those savepoints."""
     exp, base_ids = _source_identities(ws, source)
     with ws.db.read() as conn:
         if repo.experiment_exists(conn, name):
@@ -110,8 +122,63 @@ def plan_clone(ws: Workspace, source: str, name: str,
     plan = plan_launch(flow, merged, existing, target=exp.target.rstrip("/"),
                        base_params=base_params, base_identities=base_ids, flag="--set")
     cplan = ClonePlan(source, name, plan, merged)
+    cplan.restores = _restores(ws, exp, flow, plan, from_savepoints)
     cplan.notes = _model_notes(ws, cplan, flow)
+    if cplan.restores:
+        cplan.notes.append(
+            "branched from savepoints: " + ", ".join(
+                f"{n} from {sp.id} (taken {_when(sp.created_at)})"
+                for n, sp in cplan.restores.items())
+            + "; each of them writes only what it computes from there on, and every other "
+            "new node starts afresh")
     return cplan
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _restores(ws: Workspace, exp: Any, flow: Any, plan: Plan, ids: Sequence[int]
+              ) -> dict[str, SavepointRow]:
+    """The savepoint each branched node starts from; a one-line error naming the flag and
+    the savepoint (or node) for one that cannot be restored into the clone."""
+    from ultron_nb.experiments.savepoints import savepoint_exists
+
+    steps = {p.node: p.step for p in plan.nodes}
+    out: dict[str, SavepointRow] = {}
+    for sp_id in ids:
+        with ws.db.read() as conn:
+            try:
+                sp = sp_repo.get(conn, int(sp_id))
+            except NotFoundError:
+                raise NotFoundError(f"--from-savepoint {sp_id}: no such savepoint (see "
+                                    f"`%ultron savepoints {exp.name}`)") from None
+        where = f"--from-savepoint {sp.id}"
+        if sp.flow_name != exp.flow_name:
+            raise ConfigError(f"{where}: it is of flow {sp.flow_name!r} ({sp.experiment}), "
+                              f"not of {exp.name!r}'s flow {exp.flow_name!r}")
+        node = sp.node_name
+        if node not in flow or flow[node].kind is not Kind.FLINK:
+            raise ConfigError(f"{where}: the flow has no Flink node {node!r} any more")
+        if node in out:
+            raise ConfigError(f"{where}: node {node!r} already starts from savepoint "
+                              f"{out[node].id}")
+        if savepoint_exists(sp.location) is False:
+            raise NotFoundError(f"{where}: savepoint {sp.id} of node {node!r} no longer "
+                                f"exists ({mask_url(sp.location)})")
+        if steps.get(node) is not Step.NEW:
+            raise ConfigError(
+                f"{where}: node {node!r} is shared with a running instance, so the clone "
+                f"starts nothing there; change it (--set {node}.PARAM=V) to branch it")
+        for upstream in flow.upstream(node):
+            if flow[upstream].kind is Kind.FLINK and steps.get(upstream) is Step.NEW:
+                raise ConfigError(
+                    f"{where}: node {node!r} reads {upstream!r}, which the clone launches "
+                    f"anew, and the read positions in savepoint {sp.id} are in "
+                    f"{sp.experiment}'s {upstream!r} output; branch {upstream!r} from its "
+                    f"savepoint instead ({node!r} then starts on its new output)")
+        out[node] = sp
+    return out
 
 
 def _model_notes(ws: Workspace, cplan: ClonePlan, flow: Any) -> list[str]:
@@ -128,15 +195,21 @@ def _model_notes(ws: Workspace, cplan: ClonePlan, flow: Any) -> list[str]:
 
 def clone(ws: Workspace, source: str, name: str, overrides: Mapping[str, str] | None = None,
           *, dry_run: bool = False, label: str | None = None,
-          timeout: float = 120.0) -> ClonePlan | CloneResult:
-    """Clone experiment ``source`` as ``name``; with ``dry_run`` only return the plan."""
-    cplan = plan_clone(ws, source, name, overrides)
+          timeout: float = 120.0, from_savepoints: Sequence[int] = ()
+          ) -> ClonePlan | CloneResult:
+    """Clone experiment ``source`` as ``name``; with ``dry_run`` only return the plan.
+
+    ``from_savepoints`` (ids of ``savepoints SRC``) branches those savepoints' nodes: each
+    one's new instance starts with the state the savepoint holds (its sources' positions,
+    joins, windows), checked against its plan first, and writes its own output."""
+    cplan = plan_clone(ws, source, name, overrides, from_savepoints=from_savepoints)
     if dry_run:
         return cplan
     with ws.db.read() as conn:
         exp = repo.get_experiment(conn, source)
     status = experiments.launch(ws, exp.flow_name, name=name, params=cplan.overrides,
-                                label=label, target=exp.target, parent=source, timeout=timeout)
+                                label=label, target=exp.target, parent=source, timeout=timeout,
+                                restore=cplan.restores)
     return CloneResult(cplan, status)
 
 
