@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from ultron_nb.errors import UltronError
 from ultron_nb.processes import pid_alive
 
 
@@ -16,10 +17,15 @@ def taskmanager_pid(cluster: Any) -> int | None:
     return pids[0] if pids else None
 
 
+#: When each killed task manager was killed (pid → epoch ms).
+_KILLED_AT: dict[int, int] = {}
+
+
 def kill_taskmanager(cluster: Any, timeout: float = 10.0) -> int:
     """``kill -9`` the cluster's task manager; its pid once it is gone."""
     pid = taskmanager_pid(cluster)
     assert pid is not None, "no task manager to kill"
+    _KILLED_AT[pid] = int(time.time() * 1000)
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + timeout
     while pid_alive(pid) and time.monotonic() < deadline:
@@ -61,18 +67,39 @@ def checkpoint_outcome(rest: Any, job_id: str, trigger_id: str, timeout: float =
     raise AssertionError(f"the checkpoint {trigger_id} of job {job_id} did not end")
 
 
-def tasks_running(rest: Any, job_id: str) -> bool:
+def tasks_running(rest: Any, job_id: str, since_ms: int | None = None) -> bool:
     """Whether the job and every task of it run (a job restarted by Flink is ``RUNNING``
-    while its tasks are still being deployed, and a checkpoint asked for then fails)."""
+    while its tasks are still being deployed, and a checkpoint asked for then fails); with
+    ``since_ms``, every task started since then (the REST API serves a job's view from a
+    cache for a few seconds: right after a kill it still shows the dead tasks running)."""
     body = rest.get_object(f"/jobs/{job_id}")
     return body.get("state") == "RUNNING" and all(
-        v.get("status") in ("RUNNING", "FINISHED") for v in body.get("vertices", []))
+        v.get("status") in ("RUNNING", "FINISHED")
+        and (since_ms is None or int(v.get("start-time") or 0) >= since_ms)
+        for v in body.get("vertices", []))
+
+
+def _not_running_yet(rest: Any, job_id: str, trigger_id: str) -> bool:
+    """Whether the checkpoint of ``trigger_id`` failed at once because a task of the job is
+    not running (the job's view was stale, or Flink is restarting it)."""
+    cause = str((_trigger_status(rest, job_id, trigger_id).get("operation") or {})
+                .get("failure-cause") or "")
+    return "not being executed" in cause or "not all required tasks" in cause.lower()
+
+
+def _answers(ask: Any) -> Any:
+    """``ask()``, or False while Flink's REST API fails to answer it (a job manager busy
+    restarting jobs may answer an error for a moment)."""
+    try:
+        return ask()
+    except UltronError:
+        return False
 
 
 def _await_tasks_running(rest: Any, job_ids: Iterable[str], timeout: float = 120.0) -> None:
     ids = list(job_ids)
     deadline = time.monotonic() + timeout
-    while not all(tasks_running(rest, j) for j in ids):
+    while not _answers(lambda: all(tasks_running(rest, j) for j in ids)):
         if time.monotonic() > deadline:
             raise AssertionError(f"the tasks of {ids} are not all running after {timeout:.0f} s")
         time.sleep(0.1)
@@ -92,7 +119,9 @@ def kill_during_checkpoints(cluster: Any, rest: Any, job_ids: Iterable[str],
     pid = taskmanager_pid(cluster)
     assert pid is not None, "no task manager to kill"
     ids = list(job_ids)
-    for _ in range(attempts):
+    tries = 0
+    deadline = time.monotonic() + 120.0
+    while tries < attempts:
         _await_tasks_running(rest, ids)
         triggers = trigger_checkpoints(rest, ids)
         os.kill(pid, signal.SIGSTOP)
@@ -104,6 +133,11 @@ def kill_during_checkpoints(cluster: Any, rest: Any, job_ids: Iterable[str],
         os.kill(pid, signal.SIGCONT)
         for j, t in triggers.items():  # the next try starts once these are done
             checkpoint_outcome(rest, j, t)
+        if any(_not_running_yet(rest, j, t) for j, t in triggers.items()) and \
+                time.monotonic() < deadline:
+            time.sleep(0.5)  # not a try: the tasks were not all running
+            continue
+        tries += 1
     _await_tasks_running(rest, ids)
     os.kill(pid, signal.SIGSTOP)
     triggers = trigger_checkpoints(rest, ids)
@@ -119,13 +153,16 @@ def kill_during_checkpoints(cluster: Any, rest: Any, job_ids: Iterable[str],
 def await_recovered(cluster: Any, rest: Any, before: dict[str, int], killed: int,
                     timeout: float) -> float:
     """Seconds until a new task manager runs and every job of ``before`` (job id → its
-    restarts before the kill) restarted and runs again, every task of it."""
+    restarts before the kill) restarted and runs again, every task of it started since
+    the kill."""
     started = time.monotonic()
     deadline = started + timeout
+    since = _KILLED_AT.get(killed)
     while time.monotonic() < deadline:
         pid = taskmanager_pid(cluster)
-        if pid is not None and pid != killed and all(
-                restarts(rest, j) > n and tasks_running(rest, j) for j, n in before.items()):
+        if pid is not None and pid != killed and _answers(lambda: all(
+                restarts(rest, j) > n and tasks_running(rest, j, since)
+                for j, n in before.items())):
             return time.monotonic() - started
         time.sleep(0.2)
     states = {j: (rest.job_state(j), restarts(rest, j)) for j in before}
