@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,3 +102,62 @@ def test_part_files_a_failed_attempt_left_are_not_read_after_its_restart(
     # The resumed file written again after the restore is still read.
     os.utime(resumed, ns=((restored_ms + 900) * 1_000_000,) * 2)
     assert resumed in outputs.flink_files(inst)
+
+
+class _Checkpoints:
+    """What Flink's ``GET /jobs/ID/checkpoints`` says the job last restored (a fake REST
+    client for the bookkeeping's logic; the chaos tests use the real one)."""
+
+    def __init__(self, restored: Any = None) -> None:
+        self.restored = restored
+
+    def restored_checkpoint(self, job_id: str) -> Any:
+        return self.restored
+
+
+def test_each_restart_from_a_checkpoint_is_recorded_once_and_savepoints_never(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    from types import SimpleNamespace
+
+    from ultron_nb.engines.flink.rest import RestoredCheckpoint
+    from ultron_nb.runners.flink_node import FlinkRunner
+
+    runner = SimpleNamespace(ws=SimpleNamespace(instance_dir=lambda i: tmp_path / i))
+    job = SimpleNamespace(external_id="j1", instance_id="inst")
+
+    def note(rest: Any, restarting_ms: int | None) -> list[restores.Restore]:
+        FlinkRunner._note_restart(runner, rest, job, restarting_ms)  # type: ignore[arg-type]
+        return restores.restores(tmp_path / "inst")
+
+    assert note(_Checkpoints(), None) == []  # never restored
+    resumed = RestoredCheckpoint(3, 1000, 900, "file:/sp/savepoint-1", True)
+    assert note(_Checkpoints(resumed), None) == []  # launched from a savepoint
+    # A region restart (the job stays RUNNING: no RESTARTING time) is recorded, once.
+    region = RestoredCheckpoint(7, 5000, 4200, "file:/cp/chk-7", False)
+    assert note(_Checkpoints(region), None) == [restores.Restore("j1", 7, 4200, 5000)]
+    assert len(note(_Checkpoints(region), None)) == 1
+    # Flink's history no longer holds the checkpoint: recorded as hiding nothing, said once.
+    gone = RestoredCheckpoint(9, 9000, None, "file:/nowhere/chk-9", False)
+    with caplog.at_level(logging.WARNING):
+        known = note(_Checkpoints(gone), 8000)
+        note(_Checkpoints(gone), 8000)
+    assert known[-1] == restores.Restore("j1", 9, 9000, 9000)
+    assert not known[-1].hides(8999 * 1_000_000)
+    assert sum("no longer describes" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_restart_before_any_checkpoint_hides_everything_written_before_it(
+    tmp_path: Path,
+) -> None:
+    from types import SimpleNamespace
+
+    from ultron_nb.runners.flink_node import FlinkRunner
+
+    runner = SimpleNamespace(ws=SimpleNamespace(instance_dir=lambda i: tmp_path / i))
+    job = SimpleNamespace(external_id="j1", instance_id="inst")
+    FlinkRunner._note_restart(runner, _Checkpoints(), job, 7000)  # type: ignore[arg-type]
+    FlinkRunner._note_restart(runner, _Checkpoints(), job, 7000)  # type: ignore[arg-type]
+    known = restores.restores(tmp_path / "inst")
+    assert known == [restores.Restore("j1", 0, 0, 7000)]
+    assert known[0].hides(6999 * 1_000_000) and not known[0].hides(7001 * 1_000_000)

@@ -321,7 +321,7 @@ class FlinkRunner(NodeRunner):
             reported = normalize(info.state) or NodeState.UNKNOWN
         except NotFoundError:
             reported = NodeState.LOST
-        if info is not None and info.restarting_ms and reported is NodeState.RUNNING:
+        if info is not None and reported is NodeState.RUNNING:
             self._note_restart(rest, job, info.restarting_ms)
         if recorded is NodeState.STOPPING and reported not in TERMINAL:
             reported = NodeState.STOPPING  # whoever stops it records how it ended
@@ -353,28 +353,37 @@ class FlinkRunner(NodeRunner):
                 if changed:
                     repo.set_instance_state(conn, job.instance_id, reported)
 
-    def _note_restart(self, rest: FlinkRest, job: JobRow, restarting_ms: int) -> None:
-        """Record a restart of the job from a checkpoint once it runs again, so that readers
-        skip the part files its failed attempt left (:mod:`ultron_nb.engines.flink.restores`)."""
+    def _note_restart(self, rest: FlinkRest, job: JobRow, restarting_ms: int | None) -> None:
+        """Record a restart of the running job from a checkpoint, so that readers skip the
+        part files its failed attempt left (:mod:`ultron_nb.engines.flink.restores`).
+
+        Flink restores a checkpoint after a restart of the whole job (its ``RESTARTING``
+        time) or of one pipelined region (the job stays ``RUNNING``): the checkpoint it last
+        restored says which, and when."""
         assert job.external_id
         folder = self.ws.instance_dir(job.instance_id)
         last = restores.last_restored_ms(folder, job.external_id)
-        if last is not None and last >= restarting_ms:
-            return  # this restart is recorded
         try:
             cp = rest.restored_checkpoint(job.external_id)
         except UltronError as exc:
-            log.warning("node instance %s: the restart of job %s is not recorded: %s",
+            log.warning("node instance %s: a restart of job %s is not recorded: %s",
                         job.instance_id, job.external_id, exc)
             return
-        if cp is None or cp.restored_ms < restarting_ms:
-            return  # not restored yet (or from nothing: no checkpoint, nothing left over)
+        if cp is None:
+            if restarting_ms and (last is None or last < restarting_ms):
+                # Restarted before any checkpoint: the job starts over, and every part
+                # file the failed attempt left is never committed.
+                restores.record_restore(folder, restores.Restore(
+                    job.external_id, 0, 0, restarting_ms))
+            return
+        if cp.savepoint or (last is not None and last >= cp.restored_ms):
+            return  # started from a savepoint (nothing left over), or recorded already
         acked = cp.acked_ms if cp.acked_ms is not None else restores.written_ms(cp.path)
-        if acked is None:
+        if acked is None:  # recorded as hiding nothing, so that this is said once
             log.warning("node instance %s: job %s restarted from checkpoint %s, which Flink "
                         "no longer describes; part files of the failed attempt may show in "
                         "previews", job.instance_id, job.external_id, cp.id)
-            return
+            acked = cp.restored_ms
         if restores.record_restore(folder, restores.Restore(
                 job.external_id, cp.id, acked, cp.restored_ms)):
             log.info("node %s: job %s restarted from checkpoint %s",
