@@ -96,14 +96,19 @@ def test_the_ctr_link_branched_from_a_savepoint_continues_exactly(
         gen_clicklog(ws.settings, rate=20, duration=300, partitions=4, seed=11,
                      flush_clicks=last)
     st = wait_for(watermark_at_least(ws, "b", "label_join", "2025-01-01 00:12:00"), 300)
-    after = ex.preview(ws, "label_join", experiment="b", limit=10**7)
-    assert len(after) > 1000
     # The parent's rows up to the savepoint and the branch's after it: every impression
     # due once, none twice, each labelled right.
     imps = topic_rows(ws, "impressions")
     clicked = {c["imp_id"] for c in topic_rows(ws, "clicks")}
     wm = st["label_join"].watermark_ms
     due = {i["imp_id"] for i in imps if parse_ts(i["ts"]) <= wm}
+
+    def branch_rows() -> Any:  # (the sink writes a row a moment after its watermark moved)
+        rows = ex.preview(ws, "label_join", experiment="b", limit=10**7)
+        return [rows] if not due - set(before.imp_id) - set(rows.imp_id) else None
+
+    after = wait_until(branch_rows, 60, "the branch's rows up to its watermark")[0]
+    assert len(after) > 1000
     got = list(before.imp_id) + list(after.imp_id)
     assert len(got) == len(set(got)), "rows written twice at the branch point"
     assert not due - set(got), f"{len(due - set(got))} impressions lost at the branch point"
@@ -149,11 +154,15 @@ def test_the_rides_chain_branched_at_its_first_node(scheduled_workspace: Any,
         rides.hour(h)
     cut = T0 + pd.Timedelta(hours=3)
     wait_for(watermark_at_least(ws, "r2", "matched", str(cut)), 300)
-    after = output(ws, "r2", "matched")
     want = truth(ws.settings.home)["matched"]
-    both = pd.concat([before, after])
-    report = compare(both[both.ts < cut], want[want.ts < cut], ["req_id"],
-                     ["accepted", "rider_id"])
+
+    def branch_report() -> Any:  # (rows reach the files a moment after the watermark)
+        both = pd.concat([before, output(ws, "r2", "matched")])
+        report = compare(both[both.ts < cut], want[want.ts < cut], ["req_id"],
+                         ["accepted", "rider_id"])
+        return report if not report["missing"] else None
+
+    report = wait_until(branch_report, 60, "the branch's matched rows before 03:00")
     assert report == {"missing": 0, "duplicates": 0, "extra": 0, "wrong": 0}, report
     # The chain downstream starts on the branch's output: hourly counts of its rows only.
     wait_until(lambda: len(output(ws, "r2", "rider_hourly")) > 0, 180, "the branch's hourly")
