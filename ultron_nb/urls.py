@@ -3,11 +3,13 @@
 Credentials in a Flink URL stay in the setting the user gave (``flink_url``,
 ``ULTRON_FLINK_URL``); everything ultron stores, logs or shows holds the URL without them
 (:func:`strip_credentials`) or masked (:func:`mask_url`). :func:`endpoint` says whether two
-URLs name the same server (scheme, host and port), with or without credentials.
+URLs name the same server (scheme, host and port), with or without credentials;
+:func:`local_path` is where a ``file:`` URL points on this machine.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -51,3 +53,12 @@ def endpoint(url: str) -> tuple[str, str, int]:
     except ValueError:
         port = None
     return scheme, (parts.hostname or "").lower(), port or _DEFAULT_PORTS.get(scheme, 0)
+
+
+def local_path(location: str) -> Path | None:
+    """The path on this machine of ``location`` (a path or a ``file:`` URL, as Flink writes
+    a checkpoint's or savepoint's); None for another file system (``hdfs:``, ``s3:``...)."""
+    parts = urlsplit(location)
+    if parts.scheme not in ("", "file"):
+        return None
+    return Path(unquote(parts.path))

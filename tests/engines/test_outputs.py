@@ -161,3 +161,17 @@ def test_a_restart_before_any_checkpoint_hides_everything_written_before_it(
     known = restores.restores(tmp_path / "inst")
     assert known == [restores.Restore("j1", 0, 0, 7000)]
     assert known[0].hides(6999 * 1_000_000) and not known[0].hides(7001 * 1_000_000)
+
+
+def test_a_checkpoint_on_this_machine_says_when_it_completed(tmp_path: Path) -> None:
+    """The fallback when Flink's history no longer holds the restored checkpoint: its
+    ``_metadata`` file's time, for a ``file:`` location or a path; None elsewhere."""
+    chk = tmp_path / "chk 7"  # (a space: Flink writes such a location percent-encoded)
+    chk.mkdir()
+    (chk / "_metadata").write_bytes(b"x")
+    os.utime(chk / "_metadata", ns=(1_700_000_000_123_000_000,) * 2)
+    assert restores.written_ms(chk.as_uri()) == 1_700_000_000_123
+    assert restores.written_ms(f"file:{chk}") == 1_700_000_000_123
+    assert restores.written_ms(str(chk)) == 1_700_000_000_123
+    assert restores.written_ms("hdfs://nn/checkpoints/chk-7") is None
+    assert restores.written_ms((tmp_path / "gone").as_uri()) is None

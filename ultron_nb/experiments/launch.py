@@ -291,6 +291,7 @@ def _submit_all(ws: Workspace, flink: FlinkRunner, compiler: FlinkCompiler,
     Unbounded, the jobs are submitted side by side (:data:`SUBMIT_AT_ONCE` at a time): a stream
     job reads its upstream's output as it comes and waits for nobody. Bounded (a replay), in
     topological order, each once the upstream jobs it reads have finished."""
+    savepoints = savepoints or {}  # node → the savepoint it starts from (a clone's branch)
     submitted: list[tuple[str, str]] = []  # (node, flink job id), in topological order
     failed: list[tuple[str, BaseException]] = []
     if bounded or len(to_run) < 2:
@@ -303,7 +304,7 @@ def _submit_all(ws: Workspace, flink: FlinkRunner, compiler: FlinkCompiler,
                             flink.rest(url).await_state(job_id, {"finished"}, timeout)
                     item = compiler.compile(p.node)  # re-plan: the upstream output is complete
                 submitted.append((p.node, flink.submit(
-                    item, url, savepoint=(savepoints or {}).get(p.node))[1]))
+                    item, url, savepoint=savepoints.get(p.node))[1]))
             except Exception as exc:
                 failed.append((p.node, exc))
                 break
@@ -311,7 +312,7 @@ def _submit_all(ws: Workspace, flink: FlinkRunner, compiler: FlinkCompiler,
         with ThreadPoolExecutor(max_workers=min(SUBMIT_AT_ONCE, len(to_run)),
                                 thread_name_prefix="ultron-submit") as pool:
             futures = [(p.node, pool.submit(flink.submit, compiled[p.node], url,
-                                            savepoint=(savepoints or {}).get(p.node)))
+                                            savepoint=savepoints.get(p.node)))
                        for p in to_run]
         for node, future in futures:
             exc = future.exception()

@@ -17,9 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlsplit
 
 from ultron_nb.engines.flink import plans
 from ultron_nb.errors import ConfigError, NotFoundError
@@ -28,6 +26,7 @@ from ultron_nb.runners.flink_compile import CompiledNode, load_job_spec
 from ultron_nb.store import experiments as repo
 from ultron_nb.store import savepoints as sp_repo
 from ultron_nb.store.savepoints import SavepointRow
+from ultron_nb.urls import local_path
 from ultron_nb.views import Table
 
 if TYPE_CHECKING:
@@ -40,15 +39,26 @@ IGNORE_UNCLAIMED = "execution.savepoint.ignore-unclaimed-state"
 def savepoint_exists(location: str) -> bool | None:
     """Whether the savepoint at ``location`` is still there (its ``_metadata`` file); None
     when this process cannot tell (a file system other than the local one)."""
-    parts = urlsplit(location)
-    if parts.scheme not in ("", "file"):
-        return None
-    return (Path(unquote(parts.path)) / "_metadata").is_file()
+    path = local_path(location)
+    return None if path is None else (path / "_metadata").is_file()
 
 
 def find(ws: Workspace, instance_id: str, location: str) -> SavepointRow | None:
     with ws.db.read() as conn:
         return sp_repo.by_location(conn, instance_id, location)
+
+
+def _held(ws: Workspace, record: SavepointRow | None, instance_id: str
+          ) -> dict[int, plans.Operator] | None:
+    """The operators whose state a savepoint holds: as recorded, or for one taken before
+    they were recorded, those of the plan the instance ran then; None when unknown."""
+    if record is not None and record.operators is not None:
+        return plans.from_json(record.operators)
+    try:
+        old_plan = load_job_spec(ws.instance_dir(instance_id)).plan
+    except NotFoundError:
+        return None
+    return plans.operators(old_plan) if old_plan else None
 
 
 def check_restore(ws: Workspace, exp_name: str, item: CompiledNode, location: str, *,
@@ -67,17 +77,9 @@ def check_restore(ws: Workspace, exp_name: str, item: CompiledNode, location: st
     new_plan = item.job.spec.plan
     if not new_plan:
         return  # a job without a compiled plan: Flink maps its state by topology
-    held = record.operators if record and record.operators is not None else None
-    if held is None:  # taken before operators were recorded: the plan that ran then
-        try:
-            old_plan = load_job_spec(ws.instance_dir(item.instance)).plan
-        except NotFoundError:
-            old_plan = None
-        if not old_plan:
-            return
-        old = plans.operators(old_plan)
-    else:
-        old = plans.from_json(held)
+    old = _held(ws, record, item.instance)
+    if old is None:
+        return
     check = plans.compare(old, plans.operators(new_plan))
     if check.ok:
         return
@@ -90,8 +92,8 @@ def check_restore(ws: Workspace, exp_name: str, item: CompiledNode, location: st
         f"{node!r} by name)")
 
 
-def branch(ws: Workspace, exp_name: str, item: CompiledNode, record: SavepointRow, *,
-           allow_dropped: Collection[str] = ()) -> CompiledNode:
+def branch(ws: Workspace, exp_name: str, item: CompiledNode, record: SavepointRow
+           ) -> CompiledNode:
     """``item`` (a new instance of a clone) set to start from ``record``, a savepoint of
     another instance of its node; refused in one line when the state does not fit.
 
@@ -108,29 +110,22 @@ def branch(ws: Workspace, exp_name: str, item: CompiledNode, record: SavepointRo
     if not new_plan:
         raise ConfigError(f"{where}: the node's job has no compiled plan, so its state "
                           "cannot be mapped to operators; launch it afresh")
-    if record.operators is not None:
-        old = plans.from_json(record.operators)
-    else:
-        try:
-            old_plan = load_job_spec(ws.instance_dir(record.instance_id)).plan
-        except NotFoundError:
-            old_plan = None
-        if not old_plan:
-            raise ConfigError(f"{where}: what state it holds is not known (taken by a job "
-                              "without a compiled plan); launch the node afresh")
-        old = plans.operators(old_plan)
+    old = _held(ws, record, record.instance_id)
+    if old is None:
+        raise ConfigError(f"{where}: what state it holds is not known (taken by a job "
+                          "without a compiled plan); launch the node afresh")
     check = plans.compare(old, plans.operators(new_plan))
     if any(plans.is_sink(op.type) for op in check.kept):
         raise ConfigError(f"{where}: its sink state would write into {record.experiment}'s "
                           "output folder (a savepoint taken before sinks were salted by "
                           "instance); launch the node afresh")
     check.dropped = [op for op in check.dropped if not plans.is_sink(op.type)]
-    if not check.ok and node not in allow_dropped:
+    if not check.ok:
         raise ConfigError(f"{where} would lose state: {check.summary()}; nothing was "
                           f"submitted")
     spec = item.job.spec
     spec.config["execution.savepoint.path"] = record.location
-    spec.config[IGNORE_UNCLAIMED] = "true"  # the sink's state (and what was allowed)
+    spec.config[IGNORE_UNCLAIMED] = "true"  # the sink's state only (checked above)
     return CompiledNode(node, item.instance, jobclient.prepare(ws.settings, spec),
                         item.output, item.depends_on)
 
@@ -176,7 +171,8 @@ def _family(parents: dict[str, str | None], name: str) -> list[tuple[str, int]]:
     return out
 
 
-def _when(ts: float) -> str:
+def taken_at(ts: float) -> str:
+    """When a savepoint was taken, as ``savepoints`` shows it (local time)."""
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
@@ -199,7 +195,7 @@ def lineage(ws: Workspace, name: str) -> Lineage:
         lines.append([head + (" ◀" if exp == name else ""), "", "", "", "", "", "", ""])
         for sp in mine:
             there = savepoint_exists(sp.location)
-            lines.append(["   " * depth + "   ", sp.id, sp.node_name, _when(sp.created_at),
+            lines.append(["   " * depth + "   ", sp.id, sp.node_name, taken_at(sp.created_at),
                           f"v{sp.flow_version}", f"#{sp.parent}" if sp.parent else "start",
                           {True: "ok", False: "deleted", None: "?"}[there],
                           mask_url(sp.location)])

@@ -211,7 +211,7 @@ class FlinkCompiler:
             extra_jars=jars)
         spec = JobSpec(node=name, mode="stream" if node.is_stream else "batch",
                        statements=statements, query=substitute(node.body, params),
-                       sink_name=f"__sink_{name}", config=config)
+                       sink_name=f"__sink_{name}", config=config, instance=instance)
         output: dict[str, Any] = {}
 
         def sink_ddl(columns: list[tuple[str, str]], job: JobSpec) -> str:

@@ -9,7 +9,6 @@ changed nodes and their downstream get new instances, with outputs of their own.
 from __future__ import annotations
 
 import html
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -19,6 +18,7 @@ from ultron_nb.engines.graphviz import dot_to_svg
 from ultron_nb.errors import ConfigError, EngineError, NotFoundError
 from ultron_nb.experiments import ExperimentStatus
 from ultron_nb.experiments.report import mask_url
+from ultron_nb.experiments.savepoints import savepoint_exists, taken_at
 from ultron_nb.flow import Kind
 from ultron_nb.flow.plan import Plan, Step, plan_launch
 from ultron_nb.store import experiments as repo
@@ -127,23 +127,17 @@ def plan_clone(ws: Workspace, source: str, name: str,
     if cplan.restores:
         cplan.notes.append(
             "branched from savepoints: " + ", ".join(
-                f"{n} from {sp.id} (taken {_when(sp.created_at)})"
+                f"{n} from {sp.id} (taken {taken_at(sp.created_at)})"
                 for n, sp in cplan.restores.items())
             + "; each of them writes only what it computes from there on, and every other "
             "new node starts afresh")
     return cplan
 
 
-def _when(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-
-
 def _restores(ws: Workspace, exp: Any, flow: Any, plan: Plan, ids: Sequence[int]
               ) -> dict[str, SavepointRow]:
     """The savepoint each branched node starts from; a one-line error naming the flag and
     the savepoint (or node) for one that cannot be restored into the clone."""
-    from ultron_nb.experiments.savepoints import savepoint_exists
-
     steps = {p.node: p.step for p in plan.nodes}
     out: dict[str, SavepointRow] = {}
     for sp_id in ids:

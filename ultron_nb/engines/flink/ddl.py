@@ -351,19 +351,6 @@ def sink_table(
     return create_table(name, shape, opts, with_watermark=False)
 
 
-_PATH_OPTION = re.compile(r"^\s*'path' = '((?:[^']|'')*)',?$", re.MULTILINE)
-
-
-def sink_instance(sink_ddl: str) -> str:
-    """The node instance a sink declared by :func:`sink_table` writes for (its folder's
-    name), or "" for DDL without a path."""
-    m = _PATH_OPTION.search(sink_ddl or "")
-    if not m:
-        return ""
-    folder = Path(m.group(1).replace("''", "'"))
-    return folder.parent.name if folder.name == partition_name(0) else folder.name
-
-
 def write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name("." + path.name + ".tmp")

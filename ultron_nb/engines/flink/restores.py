@@ -23,6 +23,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ultron_nb.urls import local_path
+
 log = logging.getLogger(__name__)
 
 #: The restarts of a node instance's jobs, in its directory.
@@ -81,9 +83,9 @@ def last_restored_ms(instance_dir: Path, job_id: str) -> int | None:
 def written_ms(checkpoint_path: str) -> int | None:
     """When a checkpoint on the local file system was completed (its ``_metadata`` file,
     written after every acknowledgement), in epoch ms; None when it is not local or gone."""
-    if not checkpoint_path.startswith(("file:", "/")):
+    local = local_path(checkpoint_path)
+    if local is None:
         return None
-    local = Path(checkpoint_path.removeprefix("file://").removeprefix("file:"))
     try:
         return (local / "_metadata").stat().st_mtime_ns // 1_000_000
     except OSError:

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from ultron_nb.engines.flink import ddl
 from ultron_nb.engines.flink.plans import stable_ids
 from ultron_nb.errors import ClusterError, ConfigError, SqlError
 
@@ -190,6 +189,7 @@ class JobSpec:
     config: dict[str, str] = field(default_factory=dict)
     rowtime: str | None = None  # output rowtime column: its watermark is written as __wm
     plan: str | None = None  # the compiled plan (JSON) a stream job runs: a resume runs it again
+    instance: str = ""  # the node instance it writes for (its sink ids are salted by it)
 
     @property
     def insert(self) -> str:
@@ -203,14 +203,16 @@ class JobSpec:
     def to_dict(self) -> dict[str, Any]:
         return {"node": self.node, "mode": self.mode, "statements": list(self.statements),
                 "query": self.query, "sink_name": self.sink_name, "sink_ddl": self.sink_ddl,
-                "config": dict(self.config), "rowtime": self.rowtime, "plan": self.plan}
+                "config": dict(self.config), "rowtime": self.rowtime, "plan": self.plan,
+                "instance": self.instance}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> JobSpec:
         return cls(node=data["node"], mode=data["mode"], statements=list(data["statements"]),
                    query=data["query"], sink_name=data["sink_name"],
                    sink_ddl=data.get("sink_ddl", ""), config=dict(data.get("config", {})),
-                   rowtime=data.get("rowtime"), plan=data.get("plan"))
+                   rowtime=data.get("rowtime"), plan=data.get("plan"),
+                   instance=str(data.get("instance") or ""))
 
 
 @dataclass
@@ -273,8 +275,7 @@ def validate_insert(env: Any, spec: JobSpec, columns: list[tuple[str, str]]) -> 
     if spec.mode == "stream":
         try:
             compiled = env._j_tenv.compilePlanSql(spec.insert)
-            spec.plan = stable_ids(str(compiled.asJsonString()),
-                                   sink_salt=ddl.sink_instance(spec.sink_ddl))
+            spec.plan = stable_ids(str(compiled.asJsonString()), sink_salt=spec.instance)
             return CompiledJob(spec, columns, env, plan=_load_plan(env, spec.plan))
         except Exception as exc:
             if not _is_java_error(exc):
