@@ -337,12 +337,14 @@ def await_started(flink: FlinkRunner, url: str, job_ids: Sequence[str], timeout:
     deadline = time.monotonic() + timeout
     pending = list(job_ids)
     rest = flink.rest(url)
+    delay = 0.02  # a job is scheduled within a few tens of ms of its submission
     while pending and time.monotonic() < deadline:
         states = rest.job_ids()
         pending = [j for j in pending if states.get(j) in (None, "created", "initializing",
                                                             "scheduled")]
         if pending:
-            time.sleep(0.1)
+            time.sleep(delay)
+            delay = min(0.1, delay * 2)
 
 
 def _roll_back(ws: Workspace, flink: FlinkRunner, url: str, exp_name: str,

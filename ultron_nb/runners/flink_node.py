@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -115,16 +116,18 @@ class FlinkRunner(NodeRunner):
     def __init__(self, ws: Workspace):
         super().__init__(ws)
         self._clients: dict[str, FlinkRest] = {}
+        self._clients_lock = threading.Lock()  # a status asks its nodes side by side
         self._repeats = Repeats(log)
 
     # ------------------------------------------------------------------ clusters
     def rest(self, url: str) -> FlinkRest:
         """A (kept) REST client of the cluster at ``url``."""
         key = url.rstrip("/")
-        client = self._clients.get(key)
-        if client is None:
-            client = self._clients[key] = rest_client(self.ws.settings, key)
-        return client
+        with self._clients_lock:
+            client = self._clients.get(key)
+            if client is None:
+                client = self._clients[key] = rest_client(self.ws.settings, key)
+            return client
 
     def close(self) -> None:
         for client in self._clients.values():

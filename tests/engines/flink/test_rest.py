@@ -48,9 +48,11 @@ METRIC_VALUES = [{"id": "0.StreamingFileWriter.currentInputWatermark", "value": 
 
 class _Handler(BaseHTTPRequestHandler):
     seen: list[dict[str, str]] = []
+    asked: list[str] = []
 
     def do_GET(self) -> None:
         _Handler.seen.append(dict(self.headers))
+        _Handler.asked.append(self.path)
         path, _, query = self.path.partition("?")
         if path == "/jobs/j1/vertices/sink/metrics" and query.startswith("get="):
             body: Any = METRIC_VALUES
@@ -115,6 +117,24 @@ def test_job_watermark_is_the_minimum_at_the_sink_writer(fake_flink: str) -> Non
     with FlinkRest(fake_flink) as rest:
         assert rest.sink_vertices("j1") == ["sink"]
         assert rest.job_watermark("j1") == 1500
+
+
+def test_a_jobs_plan_and_writer_metrics_are_asked_once_values_every_time(
+    fake_flink: str,
+) -> None:
+    with FlinkRest(fake_flink) as rest:
+        assert rest.job_watermark("j1") == 1500
+    _Handler.asked.clear()
+    with FlinkRest(fake_flink) as rest:  # a new client (each status makes one)
+        assert rest.job_watermark("j1") == 1500
+    assert [p.partition("?")[0] for p in _Handler.asked] == ["/jobs/j1/vertices/sink/metrics"]
+    assert _Handler.asked[0].partition("?")[2].startswith("get=")
+    # A job whose writer has not reported yet is listed again the next time.
+    _Handler.asked.clear()
+    with FlinkRest(fake_flink) as rest:
+        assert rest.job_watermark("j2") is None
+        assert rest.job_watermark("j2") is None
+    assert _Handler.asked.count("/jobs/j2/vertices/sink/metrics") == 2
 
 
 def test_job_watermark_is_unknown_until_the_writer_reports_not_the_input(

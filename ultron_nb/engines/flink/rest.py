@@ -18,7 +18,9 @@ import functools
 import logging
 import re
 import ssl
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +43,40 @@ _WRITER_ROWS = re.compile(r"^(?P<subtask>\d+)\.(?P<op>(?!end_)[^.]*Writer[^.]*)\
 
 #: Job states after which a job does not run again (lower case).
 TERMINAL_STATES = frozenset({"finished", "failed", "canceled", "suspended"})
+
+
+class _JobFacts:
+    """What never changes about a job while it exists (its plan's last vertices, the metric
+    names of its sink writers), kept across clients: a status asks each job of a chain for
+    its watermark every few seconds, and two of the five calls that took were these.
+    Keyed by cluster and job id (ids are random and never reused); bounded, least recently
+    used first out; thread-safe (a status asks its nodes side by side)."""
+
+    def __init__(self, size: int = 1024):
+        self.size = size
+        self._items: OrderedDict[tuple[str, ...], Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, ...]) -> Any:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: tuple[str, ...], value: Any) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def drop(self, key: tuple[str, ...]) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+
+
+_FACTS = _JobFacts()
 
 
 @functools.lru_cache(maxsize=8)
@@ -454,9 +490,16 @@ class FlinkRest:
 
     def sink_vertices(self, job_id: str) -> list[str]:
         """Vertex ids that feed no other vertex (the job's last stage)."""
+        key = (self.url, job_id, "sinks")
+        known = _FACTS.get(key)
+        if known is not None:
+            return list(known)
         nodes = self.plan(job_id)
         fed = {i["id"] for n in nodes for i in n.get("inputs", [])}
-        return [n["id"] for n in nodes if n["id"] not in fed]
+        sinks = [n["id"] for n in nodes if n["id"] not in fed]
+        if sinks:
+            _FACTS.put(key, tuple(sinks))
+        return sinks
 
     def vertex_watermarks(self, job_id: str, vertex_id: str) -> list[int | None]:
         """Each subtask's current input watermark (ms) of one vertex; None means none yet."""
@@ -487,22 +530,28 @@ class FlinkRest:
         """Per subtask, the watermark entering the vertex's sink writer — what the job's
         output is complete up to. ``[None]`` while the cluster has reported no operator
         metrics of the vertex yet; None when it has, and the vertex has no writer."""
-        path = f"/jobs/{job_id}/vertices/{vertex_id}/metrics"
-        names = [str(m["id"]) for m in self.get(path, job=job_id) or []]
-        wanted: dict[str, list[str]] = {}
-        operators = False
-        for name in names:
-            m = _OPERATOR_INPUT_WM.match(name)
-            operators = operators or m is not None
-            if m and ("Writer" in m["op"] or m["op"].startswith("Sink")):
-                wanted.setdefault(m["subtask"], []).append(name)
-        if not wanted:
-            # The metric store fills in a while after the job starts, and the vertex's
-            # input watermark may be reported before its writer's: for an interval join
-            # that is ahead of the output by the join window. Unknown, not the input.
-            return None if operators else [None]
+        key = (self.url, job_id, "writer-watermarks", vertex_id)
+        wanted: dict[str, list[str]] | None = _FACTS.get(key)
+        if wanted is None:
+            path = f"/jobs/{job_id}/vertices/{vertex_id}/metrics"
+            names = [str(m["id"]) for m in self.get(path, job=job_id) or []]
+            wanted = {}
+            operators = False
+            for name in names:
+                m = _OPERATOR_INPUT_WM.match(name)
+                operators = operators or m is not None
+                if m and ("Writer" in m["op"] or m["op"].startswith("Sink")):
+                    wanted.setdefault(m["subtask"], []).append(name)
+            if not wanted:
+                # The metric store fills in a while after the job starts, and the vertex's
+                # input watermark may be reported before its writer's: for an interval join
+                # that is ahead of the output by the join window. Unknown, not the input.
+                return None if operators else [None]
+            _FACTS.put(key, wanted)
         values = self._metric_values(job_id, vertex_id, [n for ns in wanted.values()
                                                          for n in ns])
+        if not values:  # names it no longer has (its tasks rescaled?): listed afresh next
+            _FACTS.drop(key)
         out: list[int | None] = []
         for subtask in sorted(wanted, key=int):
             found = [values.get(n) for n in wanted[subtask]]

@@ -53,6 +53,9 @@ LOCAL_EXECUTION = {
 }
 
 Mode = Literal["stream", "batch"]
+#: Options PyFlink's ``Configuration.set_string`` acts on (the jars the planner needs are put
+#: on the gateway's class loader); every other option is set on the Java object directly.
+_CLASS_LOADER_KEYS = frozenset({"pipeline.jars", "pipeline.classpaths"})
 
 
 # ---------------------------------------------------------------- messages
@@ -159,7 +162,10 @@ def table_environment(mode: Mode, conf: Mapping[str, str]) -> Any:
     with _LOCK:
         configuration = Configuration()
         for key, value in conf.items():
-            configuration.set_string(key, str(value))
+            if key in _CLASS_LOADER_KEYS:  # PyFlink adds these jars to its class loader
+                configuration.set_string(key, str(value))
+            else:  # one call into the JVM (set_string makes several to look up the above)
+                configuration._j_configuration.setString(key, str(value))
         builder = EnvironmentSettings.new_instance()
         builder = builder.in_streaming_mode() if mode == "stream" else builder.in_batch_mode()
         given = os.environ.get(_WORKER_MODE_ENV)
