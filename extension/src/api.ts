@@ -113,6 +113,21 @@ export interface IClonePlan {
   overrides: Record<string, string>;
   nodes: IPlanNode[];
   launches: string[];
+  /** Node → the savepoint id it is branched from. */
+  restores: Record<string, number>;
+}
+
+/** A savepoint a clone can branch from (the source's family). */
+export interface ISavepoint {
+  id: number;
+  experiment: string;
+  node: string;
+  taken: string;
+  flow_version: number;
+  restored_from: number | null;
+  /** false: deleted; null: not known (a remote file system). */
+  exists: boolean | null;
+  location: string;
 }
 
 export interface ICloneResult {
@@ -124,8 +139,13 @@ export interface ICloneResult {
 export interface IModelVersion {
   version: number;
   aliases: string[];
-  stage?: string;
-  created?: number;
+  /** Where it comes from: the experiment and node that registered it (lineage tags). */
+  experiment: string;
+  node: string;
+  flow: string;
+  window: string;
+  /** Registered at (ms since the epoch). */
+  created: number;
 }
 
 export interface IModel {
@@ -191,18 +211,21 @@ export const api = {
     postJson<IExperimentStatus>(`experiments/${enc(name)}/nodes/${enc(node)}/restart`, {
       from_savepoint: fromSavepoint
     }),
+  savepoints: (name: string) => getJson<ISavepoint[]>(`experiments/${enc(name)}/savepoints`),
   clone: (
     source: string,
     name: string,
     overrides: string[],
     dryRun: boolean,
-    label?: string
+    label?: string,
+    fromSavepoints: number[] = []
   ) =>
     postJson<ICloneResult>(`experiments/${enc(source)}/clone`, {
       name,
       set: overrides,
       dry_run: dryRun,
-      label: label || null
+      label: label || null,
+      from_savepoints: fromSavepoints
     }),
   promote: (model: string, version: number, alias: string) =>
     postJson<unknown>(`models/${enc(model)}/promote`, { version, alias })

@@ -5,7 +5,7 @@
 import { Dialog, showDialog } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
-import { IClonePlan } from './api';
+import { IClonePlan, ISavepoint } from './api';
 
 function el<K extends keyof HTMLElementTagNameMap>(
   tag: K,
@@ -90,10 +90,34 @@ export interface ICloneRequest {
   name: string;
   overrides: string[];
   label: string;
+  /** Savepoint ids the clone's nodes branch from (`--from-savepoint`). */
+  fromSavepoints: number[];
 }
 
-/** Step 1 of a clone: its name and `--set` overrides (one NODE.PARAM=V per line). */
-export async function askClone(source: string): Promise<ICloneRequest | null> {
+/** The savepoints a clone may branch from, one checkbox each (deleted ones disabled). */
+function savepointChoices(savepoints: ISavepoint[]): [HTMLElement, () => number[]] {
+  const box = el('div', { 'data-role': 'savepoints' });
+  const boxes: [number, HTMLInputElement][] = [];
+  for (const sp of savepoints) {
+    const gone = sp.exists === false;
+    const [row, check] = checkbox(
+      `#${sp.id} ${sp.node} of ${sp.experiment}, ${sp.taken} (flow v${sp.flow_version})` +
+        (gone ? ' — deleted' : ''),
+      false,
+      'savepoint'
+    );
+    check.dataset.savepoint = String(sp.id);
+    check.disabled = gone;
+    row.title = sp.location;
+    boxes.push([sp.id, check]);
+    box.append(row);
+  }
+  return [box, () => boxes.filter(([, c]) => c.checked).map(([id]) => id)];
+}
+
+/** Step 1 of a clone: its name, `--set` overrides (one NODE.PARAM=V per line) and the
+ * savepoints its nodes branch from. */
+export async function askClone(source: string, savepoints: ISavepoint[] = []): Promise<ICloneRequest | null> {
   const body = el('div');
   const name = el('input', { type: 'text', 'data-field': 'name', value: `${source}_clone` });
   const sets = el('textarea', {
@@ -102,6 +126,7 @@ export async function askClone(source: string): Promise<ICloneRequest | null> {
     placeholder: 'node.param=value (one per line)'
   });
   const label = el('input', { type: 'text', 'data-field': 'label', placeholder: 'default: the name' });
+  const [choices, chosen] = savepointChoices(savepoints);
   body.append(
     el('p', {}, `Clone ${source}: unchanged nodes are shared, changed ones and their downstream launch.`),
     el('div', { class: 'ultron-field' }, 'name'),
@@ -111,6 +136,12 @@ export async function askClone(source: string): Promise<ICloneRequest | null> {
     el('div', { class: 'ultron-field' }, 'label'),
     label
   );
+  if (savepoints.length) {
+    body.append(
+      el('div', { class: 'ultron-field' }, 'branch from savepoints (--from-savepoint; the node starts with that state)'),
+      choices
+    );
+  }
   const result = await showDialog({
     title: 'Clone experiment',
     body: new Body(body, () => ({
@@ -119,7 +150,8 @@ export async function askClone(source: string): Promise<ICloneRequest | null> {
         .split('\n')
         .map(s => s.trim())
         .filter(s => s.length > 0),
-      label: label.value.trim()
+      label: label.value.trim(),
+      fromSavepoints: chosen()
     })),
     buttons: [Dialog.cancelButton(), Dialog.okButton({ label: 'Show plan' })]
   });

@@ -19,7 +19,8 @@ import {
   IFlowSummary,
   IInfo,
   IModel,
-  INodeStatus
+  INodeStatus,
+  ISavepoint
 } from './api';
 import {
   askClone,
@@ -304,7 +305,12 @@ export class UltronPanel extends Widget {
       box.append(el('b', {}, m.name));
       for (const v of m.versions) {
         const row = el('div', { 'data-version': String(v.version) });
-        row.append(el('span', {}, ` v${v.version} ${v.aliases.map(a => '@' + a).join(' ')} `),
+        const from = v.experiment ? `${v.experiment}${v.node ? '/' + v.node : ''}` : '';
+        row.append(
+          el('span', {}, ` v${v.version} `),
+          el('span', { 'data-role': 'aliases' }, v.aliases.map(a => '@' + a).join(' ')),
+          el('span', { class: 'ultron-muted', title: new Date(v.created).toLocaleString() },
+            from ? ` ${from} ` : ' '),
           this.button('Promote', 'promote', false, () => this.promote(m.name, v.version)));
         box.append(row);
       }
@@ -362,20 +368,27 @@ export class UltronPanel extends Widget {
   }
 
   private async clone(source: string): Promise<void> {
-    const ask = await askClone(source);
+    let savepoints: ISavepoint[] = [];
+    try {
+      savepoints = await api.savepoints(source);
+    } catch (reason) {
+      this.showError(reason instanceof Error ? reason.message : String(reason));
+      return;
+    }
+    const ask = await askClone(source, savepoints);
     if (!ask) {
       return;
     }
     let planned;
     try {
-      planned = await api.clone(source, ask.name, ask.overrides, true, ask.label);
+      planned = await api.clone(source, ask.name, ask.overrides, true, ask.label, ask.fromSavepoints);
     } catch (reason) {
       this.showError(reason instanceof Error ? reason.message : String(reason));
       return;
     }
     if (await confirmPlan(planned.plan)) {
       await this.act(`cloning ${source} → ${ask.name}`, async () => {
-        await api.clone(source, ask.name, ask.overrides, false, ask.label);
+        await api.clone(source, ask.name, ask.overrides, false, ask.label, ask.fromSavepoints);
         this.selected = ask.name;
       });
     }
@@ -384,7 +397,10 @@ export class UltronPanel extends Widget {
   private async promote(model: string, version: number): Promise<void> {
     const alias = await askPromote(model, version);
     if (alias) {
-      await this.act(`promoting ${model} v${version} to @${alias}`, () => api.promote(model, version, alias));
+      await this.act(`promoting ${model} v${version} to @${alias}`, async () => {
+        await api.promote(model, version, alias);
+        await this.loadModels();
+      });
     }
   }
 

@@ -199,8 +199,8 @@ async def test_errors_are_one_line_json(jp_fetch: Any, ws: Any) -> None:
         (("no", "such", "thing"), {}, 404, "NotFoundError: no ultron API route 'no/such/thing'"),
         (("events",), {"params": {"limit": "lots"}}, 400,
          "ValueError: limit must be an integer from 1 to 1000, not 'lots'"),
-        (("models",), {}, 404, "NotFoundError: model center not available"),
-        (("models", "ctr", "versions"), {}, 404, "NotFoundError: model center not available"),
+        (("models", "ctr", "versions"), {}, 404,
+         "NotFoundError: no model 'ctr' in the model center"),
         (("experiments", "exp_000", "stop"), {"method": "POST", "body": "{not json"}, 400,
          "ValueError: the request body is not JSON"),
         (("experiments", "exp_000", "stop"), {"method": "POST", "body": '{"savepoint": "y"}'},
@@ -255,3 +255,106 @@ async def test_a_clone_dry_run_returns_the_plan_and_stores_nothing(jp_fetch: Any
     assert reasons["n_1"] == "parameters changed", reasons
     assert body["plan"]["overrides"]["n_1.k"] == "9"
     assert [e.name for e in repo_list(ws)] == ["exp_000"]
+
+
+# ---------------------------------------------------------------- model center
+def register_versions(ws: Any, count: int) -> None:
+    """``count`` versions of model ``ctr_lr`` in the workspace's (real, SQLite) MLflow store."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from ultron_nb.engines.mlflow.center import Lineage, ModelCenter
+
+    rng = np.random.default_rng(5)
+    x = rng.random((80, 2))
+    y = (x[:, 0] > 0.5).astype(int)
+    mc = ModelCenter(ws.settings, ws.db)
+    for c in range(1, count + 1):
+        mc.register(LogisticRegression(C=float(c)).fit(x, y), name="ctr_lr",
+                    lineage=Lineage("exp_000", node="train", flow="wide", window=(0, 60_000)))
+
+
+async def test_the_panel_lists_models_and_promotes_a_version(jp_fetch: Any, ws: Any) -> None:
+    # No model center yet: an empty list, and none is created by asking.
+    code, models = await get_json(jp_fetch, "ultron", "api", "models")
+    assert (code, models) == (200, [])
+    assert not (ws.home / "mlflow").exists()
+
+    register_versions(ws, 2)
+    code, models = await get_json(jp_fetch, "ultron", "api", "models")
+    assert code == 200
+    assert [m["name"] for m in models] == ["ctr_lr"]
+    versions = models[0]["versions"]
+    assert [v["version"] for v in versions] == [2, 1]  # newest first
+    assert versions[0]["aliases"] == [] and versions[0]["experiment"] == "exp_000"
+    assert versions[0]["node"] == "train" and versions[0]["flow"] == "wide"
+
+    code, moved = await get_json(jp_fetch, "ultron", "api", "models", "ctr_lr", "promote",
+                                 method="POST", body=json.dumps({"version": 1,
+                                                                 "alias": "champion"}))
+    assert code == 200, moved
+    assert moved["alias"] == "champion" and moved["version"] == 1
+    from ultron_nb.engines.mlflow.center import ModelCenter
+
+    assert ModelCenter(ws.settings, ws.db).alias_version("ctr_lr", "champion") == 1
+    code, one = await get_json(jp_fetch, "ultron", "api", "models", "ctr_lr", "versions")
+    assert code == 200
+    assert {v["version"]: v["aliases"] for v in one["versions"]} == {2: [], 1: ["champion"]}
+
+    # Mistakes: one line each, and the alias stays where it was.
+    cases = [
+        (("models", "ctr_lr", "promote"), '{"version": 9, "alias": "champion"}', 404,
+         "NotFoundError: model 'ctr_lr' has no version 9"),
+        (("models", "ctr_lr", "promote"), '{"version": 2, "alias": "no way"}', 400,
+         "ConfigError: alias 'no way': letters, digits"),
+        (("models", "ctr_lr", "promote"), '{"version": "2", "alias": "champion"}', 400,
+         "ValueError: 'version' must be an integer"),
+        (("models", "nope", "promote"), '{"version": 1, "alias": "champion"}', 404,
+         "NotFoundError: "),
+    ]
+    for parts, body, status, start in cases:
+        code, answer = await get_json(jp_fetch, "ultron", "api", *parts, method="POST",
+                                      body=body)
+        assert (code, list(answer)) == (status, ["error"]), (parts, code, answer)
+        assert answer["error"].startswith(start), answer
+        assert "\n" not in answer["error"]
+    code, answer = await get_json(jp_fetch, "ultron", "api", "models", "nope", "versions")
+    assert (code, answer) == (404, {"error": "NotFoundError: no model 'nope' in the model "
+                                             "center"})
+    assert ModelCenter(ws.settings, ws.db).alias_version("ctr_lr", "champion") == 1
+
+
+async def test_the_savepoints_a_clone_can_branch_from(jp_fetch: Any, ws: Any,
+                                                      tmp_path: Any) -> None:
+    from ultron_nb.store import savepoints as sp_repo
+
+    define_wide_flow(ws)
+    seed_experiments(ws, 3, target=f"http://127.0.0.1:{closed_port()}")
+    kept = tmp_path / "sp-kept"
+    kept.mkdir()
+    (kept / "_metadata").write_bytes(b"x")
+    with ws.db.write() as conn:
+        exp = repo.get_experiment(conn, "exp_000")
+        view = {v.member.node_name: v for v in repo.node_views(conn, exp.id)}["n_0"]
+        job = repo.latest_job(conn, view.instance.id)
+        assert job is not None
+        for location in (kept.as_uri(), (tmp_path / "sp-gone").as_uri(),
+                         "hdfs://bob:hunter2@nn:8020/sp/1"):
+            sp_repo.record(conn, location=location, job_id=job.id,
+                           instance_id=view.instance.id, parent=None, operators=None)
+    code, sps = await get_json(jp_fetch, "ultron", "api", "experiments", "exp_000",
+                               "savepoints")
+    assert code == 200, sps
+    assert [(s["experiment"], s["node"]) for s in sps] == [("exp_000", "n_0")] * 3
+    assert [s["exists"] for s in sps] == [None, False, True]  # newest first
+    assert "hunter2" not in json.dumps(sps) and sps[0]["location"].startswith("hdfs://bob:")
+    assert all(isinstance(s["id"], int) and s["flow_version"] == ws.flow("wide").version
+               for s in sps)
+    # exp_001 is a clone of exp_000: the family's savepoints, its own (none) first.
+    code, family = await get_json(jp_fetch, "ultron", "api", "experiments", "exp_001",
+                                  "savepoints")
+    assert code == 200 and [s["id"] for s in family] == [s["id"] for s in sps]
+    code, answer = await get_json(jp_fetch, "ultron", "api", "experiments", "nope",
+                                  "savepoints")
+    assert code == 404 and answer["error"].startswith("NotFoundError: no experiment named "
+                                                      "'nope' (recent: exp_002")

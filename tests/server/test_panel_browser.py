@@ -272,3 +272,63 @@ def test_panel_reconnects_after_the_server_restarts(page: Any, lab: JupyterProce
     pg.wait_for_selector('#ultron-panel [data-role="nodes"] tr[data-node="item_ctr"]'
                          '[data-state="running"]')
     shots(pg, "06_reconnected_and_resumed")
+
+
+def test_panel_lists_model_versions_and_promotes_one(page: Any, panel_ws: Any,
+                                                    shots: Any) -> None:
+    """Versions registered in the workspace's MLflow store show in the panel with their
+    lineage; Promote moves the alias in the registry and the panel shows it."""
+    from ultron_nb.engines.mlflow.center import ModelCenter
+
+    from .test_api import register_versions
+
+    ws, pg = panel_ws, page
+    register_versions(ws, 2)
+    model = pg.locator('#ultron-panel [data-role="models"] [data-model="ctr_lr"]')
+    model.locator('[data-version="2"]').wait_for(timeout=60_000)  # models reload every 10 polls
+    assert "exp_000/train" in model.locator('[data-version="1"]').inner_text()
+    model.locator('[data-version="1"] [data-action="promote"]').click()
+    pg.locator('.jp-Dialog [data-field="alias"]').fill("champion")
+    dialog_button(pg, "Promote").click()
+    wait_notice(pg, "promoting ctr_lr v1 to @champion: done")
+    pg.wait_for_selector('#ultron-panel [data-model="ctr_lr"] [data-version="1"] '
+                         '[data-role="aliases"]:text-is("@champion")')
+    assert ModelCenter(ws.settings, ws.db).alias_version("ctr_lr", "champion") == 1
+    assert model.locator('[data-version="2"] [data-role="aliases"]').inner_text() == ""
+    shots(pg, "07_models")
+
+
+def test_panel_clones_a_branch_from_a_savepoint(page: Any, panel_ws: Any, shots: Any) -> None:
+    """The clone dialog lists the savepoints of the source's family; the one ticked is in
+    the plan and the clone's node starts from it on Flink. (b runs a's label_join again
+    since its resume, so the clone shares it and branches item_ctr from a's savepoint.)"""
+    from ultron_nb.store import savepoints as sp_repo
+
+    ws, pg = panel_ws, page
+    with ws.db.read() as conn:
+        taken = [s for s in sp_repo.of_experiments(conn, ["a"]) if s.node_name == "item_ctr"]
+    sp = taken[-1]  # a's item_ctr, from its stop with a savepoint
+    select(pg, "a")
+    pg.locator('#ultron-panel [data-action="clone"]').click()
+    pg.locator('.jp-Dialog [data-field="name"]').fill("c")
+    choice = pg.locator(f'.jp-Dialog [data-field="savepoint"][data-savepoint="{sp.id}"]')
+    choice.check()
+    dialog_button(pg, "Show plan").click()
+    pg.wait_for_selector('.jp-Dialog .ultron-plan, #ultron-panel [data-role="error"]:visible')
+    error = pg.locator('#ultron-panel [data-role="error"]')
+    assert not error.is_visible(), error.inner_text()
+    plan = pg.locator(".jp-Dialog .ultron-plan")
+    steps = {r.get_attribute("data-node"): r.locator("[data-plan]").inner_text()
+             for r in plan.locator("tr[data-node]").all()}
+    assert steps["item_ctr"] == f"new, from savepoint {sp.id}"
+    assert steps["label_join"] == "shared"
+    shots(pg, "08_branch_plan")
+    dialog_button(pg, "Launch clone").click()
+    wait_notice(pg, "cloning a → c: done")
+    st = ex.status(ws, "c")
+    assert st["item_ctr"].savepoint == sp.location  # started with a's state
+    assert job_of(ws, "c", "label_join") == job_of(ws, "b", "label_join")  # shared
+    assert flink_states(ws)[job_of(ws, "c", "item_ctr")] == "running"
+    with FlinkRest(ws.settings.target_url) as rest:
+        restored = rest.restored_checkpoint(job_of(ws, "c", "item_ctr"))
+    assert restored is not None and restored.savepoint

@@ -28,9 +28,11 @@ from ultron_nb.errors import (
     StoreError,
     UltronError,
 )
+from ultron_nb.experiments import savepoints as _savepoints
 from ultron_nb.flow.build import parse_pairs
 from ultron_nb.flow.render import STATUS_COLORS
 from ultron_nb.services import clone as _clone
+from ultron_nb.services import models as _models
 from ultron_nb.services.live import live_decorations as _decorations
 from ultron_nb.version import __version__
 from ultron_nb.workspace import Workspace
@@ -65,11 +67,9 @@ __all__ = [
     "promote_model",
     "restart_node",
     "resume",
+    "savepoints",
     "stop",
 ]
-
-MODEL_CENTER_MISSING = "model center not available in this ultron_nb"
-
 
 def open_workspace(root_dir: str | Path, home: str | None = None) -> Workspace:
     """The workspace of the server's root directory (environment and pyproject apply)."""
@@ -85,7 +85,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
 def info(ws: Workspace) -> dict[str, Any]:
     """What the panel shows in its header: version, store, default Flink cluster."""
     return {"version": __version__, "home": str(ws.home), "store": ws.db.safe_url,
-            "flink": ws.settings.target_url, "model_center": False,
+            "flink": ws.settings.target_url, "model_center": True,
             "state_colors": dict(STATUS_COLORS)}
 
 
@@ -141,6 +141,18 @@ def _svg(dot: str) -> str:
     return dot_to_svg(dot)
 
 
+def savepoints(ws: Workspace, name: str) -> list[dict[str, Any]]:
+    """The savepoints of ``name``'s family (its root ancestor and every clone below it),
+    the experiment's own first: what a clone may branch from (``from_savepoints``)."""
+    rows = _savepoints.lineage(ws, name).savepoints
+    rows.sort(key=lambda r: (r.experiment != name, -r.created_at))
+    return [{"id": r.id, "experiment": r.experiment, "node": r.node_name,
+             "taken": _savepoints.taken_at(r.created_at), "taken_ms": int(r.created_at * 1000),
+             "flow_version": r.flow_version, "restored_from": r.parent,
+             "exists": _savepoints.savepoint_exists(r.location),
+             "location": _experiments.mask_url(r.location)} for r in rows]
+
+
 def diff(ws: Workspace, a: str, b: str) -> Any:
     return _clone.diff(ws, a, b)
 
@@ -166,13 +178,24 @@ def clone(ws: Workspace, source: str, name: str, overrides: Mapping[str, str], *
 
 
 # ------------------------------------------------------------------ model center
-def models(ws: Workspace) -> Any:
-    raise NotFoundError(MODEL_CENTER_MISSING)
+def models(ws: Workspace) -> list[dict[str, Any]]:
+    """Every model of the workspace's model center with its newest versions and aliases."""
+    with _models.mlflow_errors(ws):
+        return _models.model_summaries(ws)
 
 
-def model_versions(ws: Workspace, name: str) -> Any:
-    raise NotFoundError(MODEL_CENTER_MISSING)
+def model_versions(ws: Workspace, name: str) -> dict[str, Any]:
+    """One model with its versions (newest first, up to 100)."""
+    with _models.mlflow_errors(ws):
+        found = _models.model_summaries(ws, name, per_model=100)
+    if not found:
+        raise NotFoundError(f"no model {name!r} in the model center")
+    return found[0]
 
 
-def promote_model(ws: Workspace, name: str, version: int, alias: str) -> Any:
-    raise NotFoundError(MODEL_CENTER_MISSING)
+def promote_model(ws: Workspace, name: str, version: int, alias: str) -> dict[str, Any]:
+    """Move ``alias`` of model ``name`` to ``version`` (as ``%ultron model promote``)."""
+    with _models.mlflow_errors(ws):
+        moved = _models.center(ws).promote(name, version, alias)
+    return {"model": name, "version": version, "alias": moved,
+            "message": str(_models.promoted(name, version, moved))}

@@ -35,6 +35,9 @@ class UltronServer(ExtensionApp):
     action_timeout = Float(180.0, config=True,
                            help="seconds an action (stop, resume, restart, clone) may take "
                                 "before the request answers 504 (the action goes on)")
+    model_timeout = Float(20.0, config=True,
+                          help="seconds a model-center request may take before it answers 504 "
+                               "(the first one in a server imports MLflow)")
     live_interval = Float(1.0, config=True,
                           help="seconds between background status refreshes of an experiment "
                                "a panel has open")

@@ -68,6 +68,16 @@ class UltronHandler(APIHandler):
         except api.UltronError as exc:
             raise self._domain(exc) from None
 
+    async def models(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A model-center call (MLflow's store, not ultron's): in the pool of slow calls."""
+        try:
+            return await self.panel.run(fn, *args, flink=True,
+                                        timeout=self.panel.config.model_timeout)
+        except Timeout as exc:
+            raise ApiError(504, f"TimeoutError: the model center (MLflow): {exc}") from None
+        except api.UltronError as exc:
+            raise self._domain(exc) from None
+
     async def live_status(self, experiment: str) -> tuple[Any, float]:
         """An experiment's live status (asked from its Flink cluster, kept fresh by the
         server while panels look at it) and when it was asked."""
@@ -220,6 +230,12 @@ class ExperimentHandler(UltronHandler):
         self.reply({**js.experiment_status(st), "as_of": as_of})
 
 
+class SavepointsHandler(UltronHandler):
+    @web.authenticated
+    async def get(self, name: str) -> None:
+        self.reply(await self.read(api.savepoints, name))
+
+
 class DiffHandler(UltronHandler):
     @web.authenticated
     async def get(self, name: str, other: str) -> None:
@@ -282,13 +298,13 @@ class CloneHandler(UltronHandler):
 class ModelsHandler(UltronHandler):
     @web.authenticated
     async def get(self) -> None:
-        self.reply(await self.read(api.models))
+        self.reply(await self.models(api.models))
 
 
 class ModelVersionsHandler(UltronHandler):
     @web.authenticated
     async def get(self, name: str) -> None:
-        self.reply(await self.read(api.model_versions, name))
+        self.reply(await self.models(api.model_versions, name))
 
 
 class PromoteHandler(UltronHandler):
@@ -299,8 +315,7 @@ class PromoteHandler(UltronHandler):
         if not isinstance(version, int) or isinstance(version, bool):
             raise ApiError(400, "ValueError: 'version' must be an integer")
         alias = _text(body, "alias", required=True)
-        self.reply(await self.act(f"model {name}", "promotion", api.promote_model, name,
-                                  version, alias))
+        self.reply(await self.models(api.promote_model, name, version, alias))
 
 
 class MissingHandler(UltronHandler):
@@ -328,6 +343,7 @@ ROUTES: list[tuple[str, type[UltronHandler]]] = [
     ("experiments", ExperimentsHandler),
     (_p("experiments/{}", "name"), ExperimentHandler),
     (_p("experiments/{}/diff/{}", "name", "other"), DiffHandler),
+    (_p("experiments/{}/savepoints", "name"), SavepointsHandler),
     (_p("experiments/{}/stop", "name"), StopHandler),
     (_p("experiments/{}/resume", "name"), ResumeHandler),
     (_p("experiments/{}/nodes/{}/restart", "name", "node"), RestartHandler),

@@ -7,7 +7,7 @@ import contextlib
 import json
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ultron_nb.engines.mlflow.center import TAG, ModelCenter
 from ultron_nb.engines.mlflow.store import MlflowStore, engine_error, error_code
@@ -77,6 +77,42 @@ def models_table(ws: Workspace, name: str | None = None, *, experiment: str | No
     return Table(COLUMNS, rows, title=f"{what} ({mc.store.safe_uri})")
 
 
+def model_summaries(ws: Workspace, name: str | None = None, *,
+                    per_model: int = 10) -> list[dict[str, Any]]:
+    """Every registered model (or ``name``) with its newest ``per_model`` versions (newest
+    first), each with its aliases and lineage (experiment, node, flow, window), as plain
+    data: what the side panel lists. Empty, without creating a store, when the workspace
+    has none."""
+    mc = center(ws)
+    if not mc.store.exists():
+        return []
+    models: dict[str, dict[str, Any]] = {}
+    for v in mc.versions(name, limit=0):
+        entry = models.get(v.name)
+        if entry is None:
+            registered = mc.client.get_registered_model(v.name)
+            by_version: dict[int, list[str]] = {}
+            for alias, number in dict(registered.aliases or {}).items():
+                by_version.setdefault(int(number), []).append(str(alias))
+            entry = models[v.name] = {"name": v.name, "versions": [], "_aliases": by_version}
+        if len(entry["versions"]) >= per_model:
+            continue
+        tags = dict(v.tags or {})
+        number = int(v.version)
+        entry["versions"].append({
+            "version": number, "aliases": sorted(entry["_aliases"].get(number, [])),
+            "experiment": tags.get(TAG + "experiment", ""), "node": tags.get(TAG + "node", ""),
+            "flow": tags.get(TAG + "flow", ""), "window": tags.get(TAG + "window", ""),
+            "created": int(v.creation_timestamp),
+        })
+    out = []
+    for name in sorted(models):
+        entry = models[name]
+        del entry["_aliases"]
+        out.append(entry)
+    return out
+
+
 def lineage_table(ws: Workspace, name: str, version: int) -> Table:
     """One version's lineage, field by field."""
     info = center(ws).lineage(name, version)
@@ -127,5 +163,5 @@ def clone_note(ws: Workspace, source: str, name: str, launches: Iterable[str],
                              f"{source}: it sees {source}'s versions of {parsed[0]} only")
     return lines or [rule]
 
-__all__ = ["clone_note", "lineage_table", "models_table"]
+__all__ = ["clone_note", "lineage_table", "model_summaries", "models_table"]
 
