@@ -66,6 +66,7 @@ def test_ddl_quotes_identifiers_escapes_values_and_adds_the_watermark() -> None:
         "  'properties.client.id' = 'a''b',\n"
         "  'topic' = 'plays',\n"
         "  'scan.startup.mode' = 'earliest-offset',\n"
+        "  'properties.isolation.level' = 'read_committed',\n"
         "  'format' = 'json'\n"
         ")"
     )
@@ -82,10 +83,13 @@ def test_ddl_defaults_and_overrides() -> None:
     assert "WATERMARK" not in plain
     assert "'scan.startup.mode' = 'earliest-offset'" in plain
     assert "'format' = 'json'" in plain
+    assert "'properties.isolation.level' = 'read_committed'" in plain
     assert "group.id" not in plain
     latest = kafka_table_ddl(define_node("t", "a INT", kind="kafka", options={
         **base, "scan.startup.mode": "latest-offset", "format": "csv", "csv.field-delimiter": ";",
+        "properties.isolation.level": "read_uncommitted",
     }), "t")
+    assert "'properties.isolation.level' = 'read_uncommitted'" in latest
     assert "'scan.startup.mode' = 'latest-offset'" in latest
     assert "'format' = 'csv'" in latest and "'csv.field-delimiter' = ';'" in latest
     no_delay = kafka_table_ddl(define_node("t", "ts TIMESTAMP_LTZ(3)", kind="kafka", time="ts",

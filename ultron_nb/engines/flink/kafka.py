@@ -200,7 +200,11 @@ _PASSTHROUGH_PREFIXES = ("properties.", "scan.", "sink.", "key.", "value.")
 #: ultron's own options of a kafka node, which are not connector options.
 _ULTRON_OPTIONS = frozenset({"partitions"})
 
-_DEFAULTS: Mapping[str, str] = {"scan.startup.mode": "earliest-offset", "format": "json"}
+#: ``properties.isolation.level``: a job reads what transactional producers committed, never
+#: the records of a transaction still open (or aborted; Kafka's client drops those), which
+#: would count twice once the producer retries them. ``read_uncommitted`` can be given.
+_DEFAULTS: Mapping[str, str] = {"scan.startup.mode": "earliest-offset", "format": "json",
+                                "properties.isolation.level": "read_committed"}
 
 
 
@@ -251,6 +255,7 @@ def connector_options(node: Node) -> dict[str, str]:
     if "topic" not in options and "topic-pattern" not in options:
         raise FlowError(f"node {node.name!r}: a kafka resource needs --option topic=NAME")
     options.setdefault("scan.startup.mode", _DEFAULTS["scan.startup.mode"])
+    options.setdefault("properties.isolation.level", _DEFAULTS["properties.isolation.level"])
     if "value.format" not in options:
         options.setdefault("format", _DEFAULTS["format"])
     return options
