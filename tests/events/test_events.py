@@ -15,6 +15,7 @@ from sqlalchemy import insert, select
 from ultron_nb.errors import DataError
 from ultron_nb.events import (
     Event,
+    append_event,
     events_after,
     get_event,
     last_event_id,
@@ -275,3 +276,27 @@ def test_a_send_committing_late_is_neither_skipped_nor_waited_for_forever(
         assert got == [("k", "late"), ("k2", "after")]
     else:
         assert got == [("k2", "after")]
+
+
+def test_senders_of_ended_threads_leave_no_connection_behind(db: Database) -> None:
+    """Threads that send an event and end (a status asks its nodes in short-lived threads)
+    hand nothing back to the pool: on PostgreSQL a sender's connection is in autocommit
+    mode, and a write transaction that got it would no longer roll back."""
+    import gc
+
+    def one(k: int) -> None:
+        send_event(db, f"thread/{k}", k)
+
+    for k in range(12):
+        t = threading.Thread(target=one, args=(k,))
+        t.start()
+        t.join()
+    gc.collect()
+    if not db.is_sqlite:
+        assert db.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    for _ in range(6):  # every pooled connection a write may get
+        with pytest.raises(RuntimeError), db.write() as conn:
+            append_event(conn, "rolled/back", 1)
+            raise RuntimeError("the transaction fails")
+    assert [e.key for e in recent(db, "rolled/*")] == []
+    assert len(recent(db, "thread/*", limit=100)) == 12

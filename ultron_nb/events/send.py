@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -175,6 +176,10 @@ class _Sender:
         self.pid = os.getpid()
         self.raw = db.engine.raw_connection()  # the store's connect-time setup applied
         self.driver: Any = self.raw.driver_connection
+        # A thread that ends drops its senders: their connection is closed then, never
+        # handed back to the pool (on PostgreSQL it is in autocommit mode, which would
+        # break the next write transaction that got it), and never in a forked child.
+        weakref.finalize(self, _discard, self.raw, self.pid)
         self.used = time.monotonic()
         if db.is_sqlite:
             self.bump = str(_BUMP_VERSION.compile(dialect=db.engine.dialect))
@@ -220,6 +225,16 @@ class _Sender:
             self.raw.invalidate()
         except Exception:
             log.debug("closing an event sender connection failed", exc_info=True)
+
+
+def _discard(raw: Any, pid: int) -> None:
+    """Close a dropped sender's connection (in the process that opened it only)."""
+    if os.getpid() != pid:
+        return
+    try:
+        raw.invalidate()
+    except Exception:
+        log.debug("closing an event sender connection failed", exc_info=True)
 
 
 class _Senders(threading.local):

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 #: Nodes whose live state is asked at once (each Flink node costs a few REST calls; asked
 #: one after the other, a chain of seven made every status wait a quarter of a second).
-STATUS_WORKERS = 8
+#: Each thread may hold two store connections (an event sender and a write).
+STATUS_WORKERS = 4
 
 
 def experiment_row(ws: Workspace, name: str | None) -> repo.ExperimentRow:
