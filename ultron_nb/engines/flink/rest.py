@@ -21,7 +21,7 @@ import ssl
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +43,9 @@ _WRITER_ROWS = re.compile(r"^(?P<subtask>\d+)\.(?P<op>(?!end_)[^.]*Writer[^.]*)\
 
 #: Job states after which a job does not run again (lower case).
 TERMINAL_STATES = frozenset({"finished", "failed", "canceled", "suspended"})
+#: How Flink refuses a checkpoint or savepoint while a task of the job is not running.
+_TASKS_NOT_RUNNING = ("Not all required tasks are currently running",
+                      "is not being executed at the moment")
 
 
 class _JobFacts:
@@ -448,14 +451,35 @@ class FlinkRest:
     def savepoint(self, job_id: str, target_directory: str | None = None,
                   timeout: float = 120.0) -> str:
         """Take a savepoint of a running job; return its location."""
-        return self.await_savepoint(job_id, self.trigger_savepoint(job_id, target_directory),
-                                    timeout)
+        return self._once_tasks_run(
+            job_id, lambda: self.trigger_savepoint(job_id, target_directory), timeout)
 
     def stop_with_savepoint(self, job_id: str, target_directory: str | None = None,
                             timeout: float = 120.0) -> str:
         """Stop a job with a savepoint; return the savepoint's location."""
-        return self.await_savepoint(job_id, self.trigger_stop(job_id, target_directory),
-                                    timeout)
+        return self._once_tasks_run(
+            job_id, lambda: self.trigger_stop(job_id, target_directory), timeout)
+
+    def _once_tasks_run(self, job_id: str, trigger: Callable[[], str], timeout: float) -> str:
+        """Trigger a savepoint and wait for it; while Flink refuses it because a task of the
+        running job is not running yet (just deployed, restoring its state, restarted in a
+        region), trigger it again, within ``timeout``. A stop refused so leaves the job
+        running, so nothing is lost by asking again."""
+        deadline = time.monotonic() + timeout
+        delay = 0.2
+        while True:
+            try:
+                return self.await_savepoint(job_id, trigger(),
+                                            max(1.0, deadline - time.monotonic()))
+            except JobFailedError as exc:
+                if (not any(m in str(exc) for m in _TASKS_NOT_RUNNING)
+                        or time.monotonic() + delay > deadline
+                        or self.job_state(job_id) != "running"):
+                    raise
+                log.info("job %s: a task is not running yet; the savepoint is asked again",
+                         job_id)
+            time.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
 
     def await_state(
         self, job_id: str, states: set[str] | frozenset[str], timeout: float = 60.0
@@ -488,18 +512,21 @@ class FlinkRest:
         body = self.get_object(f"/jobs/{job_id}/plan", job=job_id)
         return list((body.get("plan") or {}).get("nodes", []))
 
+    def _plan_nodes(self, job_id: str) -> list[dict[str, Any]]:
+        """:meth:`plan`, asked once per job (a job's plan never changes)."""
+        key = (self.url, job_id, "plan")
+        known = _FACTS.get(key)
+        if known is None:
+            known = self.plan(job_id)
+            if known:
+                _FACTS.put(key, known)
+        return list(known)
+
     def sink_vertices(self, job_id: str) -> list[str]:
         """Vertex ids that feed no other vertex (the job's last stage)."""
-        key = (self.url, job_id, "sinks")
-        known = _FACTS.get(key)
-        if known is not None:
-            return list(known)
-        nodes = self.plan(job_id)
+        nodes = self._plan_nodes(job_id)
         fed = {i["id"] for n in nodes for i in n.get("inputs", [])}
-        sinks = [n["id"] for n in nodes if n["id"] not in fed]
-        if sinks:
-            _FACTS.put(key, tuple(sinks))
-        return sinks
+        return [n["id"] for n in nodes if n["id"] not in fed]
 
     def vertex_watermarks(self, job_id: str, vertex_id: str) -> list[int | None]:
         """Each subtask's current input watermark (ms) of one vertex; None means none yet."""
@@ -547,10 +574,13 @@ class FlinkRest:
                 # input watermark may be reported before its writer's: for an interval join
                 # that is ahead of the output by the join window. Unknown, not the input.
                 return None if operators else [None]
-            _FACTS.put(key, wanted)
-        values = self._metric_values(job_id, vertex_id, [n for ns in wanted.values()
-                                                         for n in ns])
-        if not values:  # names it no longer has (its tasks rescaled?): listed afresh next
+            parallelism = next((int(n.get("parallelism") or 0) for n in
+                                self._plan_nodes(job_id) if n.get("id") == vertex_id), 0)
+            if len(wanted) == parallelism:  # every subtask's writer has reported: kept
+                _FACTS.put(key, wanted)
+        asked = [n for ns in wanted.values() for n in ns]
+        values = self._metric_values(job_id, vertex_id, asked)
+        if any(n not in values for n in asked):  # names it no longer has: listed afresh next
             _FACTS.drop(key)
         out: list[int | None] = []
         for subtask in sorted(wanted, key=int):
