@@ -26,7 +26,6 @@ export interface IInfo {
   home: string;
   store: string;
   flink: string;
-  model_center: boolean;
   state_colors: Record<string, string>;
 }
 
@@ -117,12 +116,46 @@ export interface IClonePlan {
   restores: Record<string, number>;
 }
 
+export interface IQualityRule {
+  node: string;
+  rule: string;
+  text: string;
+  bound: string;
+  /** The last window (or run) measured, '' before the first. */
+  window: string;
+  value: unknown;
+  /** 'ok', 'FAILING' or 'not yet'. */
+  state: string;
+  windows: number;
+  failed: number;
+}
+
+export interface IQualityViolation {
+  node: string;
+  rule: string;
+  window: string;
+  value: unknown;
+  bound: string;
+  sample: string;
+}
+
+export interface IQualityReport {
+  experiment: string;
+  rules: IQualityRule[];
+  /** Newest last. */
+  violations: IQualityViolation[];
+  failing: Record<string, string[]>;
+  /** Failing nodes with no failing node upstream: where to look first. */
+  look_first: string[];
+}
+
 /** A savepoint a clone can branch from (the source's family). */
 export interface ISavepoint {
   id: number;
   experiment: string;
   node: string;
   taken: string;
+  taken_ms: number;
   flow_version: number;
   restored_from: number | null;
   /** false: deleted; null: not known (a remote file system). */
@@ -211,6 +244,7 @@ export const api = {
     postJson<IExperimentStatus>(`experiments/${enc(name)}/nodes/${enc(node)}/restart`, {
       from_savepoint: fromSavepoint
     }),
+  quality: (name: string) => getJson<IQualityReport>(`experiments/${enc(name)}/quality`),
   savepoints: (name: string) => getJson<ISavepoint[]>(`experiments/${enc(name)}/savepoints`),
   clone: (
     source: string,

@@ -20,6 +20,7 @@ import {
   IInfo,
   IModel,
   INodeStatus,
+  IQualityReport,
   ISavepoint
 } from './api';
 import {
@@ -89,7 +90,7 @@ export class UltronPanel extends Widget {
       this.renderFlows(flows, experiments);
       this.renderEvents(events);
       if (this.ticks++ % 10 === 0) {
-        await this.loadModels();
+        void this.loadModels(); // MLflow may be slow (its first import): never holds a refresh
       }
       if (this.selected) {
         await this.loadDetail(this.selected);
@@ -114,6 +115,15 @@ export class UltronPanel extends Widget {
       const st = await api.experiment(name);
       this.renderDetail(st);
       await this.loadDag(st);
+      try {
+        this.renderQuality(await api.quality(name));
+      } catch (reason) {
+        if (reason instanceof ApiError && reason.unreachable) {
+          throw reason;
+        }
+        const message = reason instanceof Error ? reason.message : String(reason);
+        this.qualityBox.replaceChildren(el('div', { class: 'ultron-muted' }, message));
+      }
     } catch (reason) {
       if (reason instanceof ApiError && reason.unreachable) {
         throw reason;
@@ -144,11 +154,9 @@ export class UltronPanel extends Widget {
     try {
       this.renderModels(await api.models());
     } catch (reason) {
-      if (reason instanceof ApiError && reason.status === 404) {
-        this.modelsBox.replaceChildren(el('div', { class: 'ultron-muted' }, reason.message));
-        return;
-      }
-      throw reason;
+      // The model center's one line where the models were (the refresh goes on).
+      const message = reason instanceof Error ? reason.message : String(reason);
+      this.modelsBox.replaceChildren(el('div', { class: 'ultron-muted', 'data-role': 'models-error' }, message));
     }
   }
 
@@ -232,8 +240,49 @@ export class UltronPanel extends Widget {
     box.push(actions);
     box.push(this.nodesTable(st));
     box.push(this.dagBox);
+    box.push(this.qualityBox);
     box.push(this.jobsList(st));
     this.detailBox.replaceChildren(...box);
+  }
+
+  /** The experiment's data-quality rules (nothing when it has none): each rule's state in
+   * its last window, the node to look at first, and the newest violations. */
+  private renderQuality(q: IQualityReport): void {
+    if (!q.rules.length) {
+      this.qualityBox.replaceChildren();
+      return;
+    }
+    const out: HTMLElement[] = [el('div', { class: 'ultron-subtitle' }, 'Data quality')];
+    if (q.look_first.length) {
+      out.push(el('div', { class: 'ultron-message', 'data-role': 'look-first' },
+        `look first at: ${q.look_first.join(', ')} (failing, with no failing node upstream)`));
+    }
+    const table = el('table', { class: 'ultron-table', 'data-role': 'rules' });
+    const head = el('tr');
+    for (const c of ['node', 'rule', 'state', 'value', 'last window', 'failed']) {
+      head.append(el('th', {}, c));
+    }
+    table.append(head);
+    for (const r of q.rules) {
+      const tr = el('tr', { 'data-node': r.node, 'data-rule': r.rule, 'data-state': r.state });
+      const state = el('td', { class: 'ultron-cell-state' }, r.state);
+      state.style.background = this.colour(r.state === 'FAILING' ? 'failed' : r.state === 'ok' ? 'finished' : 'waiting');
+      tr.append(el('td', {}, r.node), el('td', { title: `${r.text} (${r.bound})` }, r.rule), state,
+        el('td', {}, r.value === null || r.value === undefined ? '' : String(r.value)),
+        el('td', {}, r.window), el('td', {}, `${r.failed}/${r.windows}`));
+      table.append(tr);
+    }
+    out.push(table);
+    const recent = q.violations.slice(-5);
+    if (recent.length) {
+      const list = el('div', { 'data-role': 'violations' });
+      for (const v of recent) {
+        list.append(el('div', { class: 'ultron-muted', 'data-rule': v.rule },
+          `${v.node} ${v.rule} ${v.window}: ${String(v.value)} (${v.bound})${v.sample ? ' · ' + v.sample : ''}`));
+      }
+      out.push(list);
+    }
+    this.qualityBox.replaceChildren(...out);
   }
 
   private nodesTable(st: IExperimentStatus): HTMLElement {
@@ -372,8 +421,8 @@ export class UltronPanel extends Widget {
     try {
       savepoints = await api.savepoints(source);
     } catch (reason) {
+      // A clone without branching is still possible: say why none are listed.
       this.showError(reason instanceof Error ? reason.message : String(reason));
-      return;
     }
     const ask = await askClone(source, savepoints);
     if (!ask) {
@@ -424,6 +473,7 @@ export class UltronPanel extends Widget {
   private readonly dagBox = el('div', { class: 'ultron-dag-box' });
   private readonly eventsBox = el('div');
   private readonly modelsBox = el('div', { 'data-role': 'models' });
+  private readonly qualityBox = el('div', { class: 'ultron-quality', 'data-role': 'quality' });
 }
 
 function section(title: string, body: HTMLElement): HTMLElement {

@@ -10,6 +10,7 @@ password (which the store keeps without it) — the mix a store holds after week
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 from typing import Any
 
 from ultron_nb.flow import identities
@@ -82,3 +83,36 @@ def seed_experiments(ws: Any, count: int, *, target: str, flow: str = "wide",
                                if state == "failed" else None))
             names.append(name)
     return names
+
+
+def seed_quality(ws: Any, folder: Path, experiment: str) -> None:
+    """Experiment ``experiment`` of flow ``q`` (a dataset → DuckDB node ``agg`` with rules
+    ``unique(id)`` and ``v between 0 and 1``) whose finished run broke both, measured by the
+    daemon's quality watcher (real DuckDB and store)."""
+    import pandas as pd
+
+    from ultron_nb.engines.quality_watcher import QualityWatcher
+    from ultron_nb.flow.build import define_node
+    from ultron_nb.services.quality import define_rules
+
+    ws.define("q", define_node("src", "id BIGINT, v DOUBLE", kind="dataset",
+                               path=str(folder / "src.parquet")))
+    ws.define("q", define_node("agg", "SELECT id, v FROM src", kind="duckdb"))
+    define_rules(ws, "q", "agg", "unique(id)\nv between 0 and 1")
+    out = folder / f"{experiment}-agg"
+    out.mkdir()
+    pd.DataFrame({"id": [1, 2, 2], "v": [0.1, 0.5, 7.0]}).to_parquet(out / "part-0.parquet")
+    flow = ws.flow("q")
+    with ws.db.write() as conn:
+        exp = repo.create_experiment(conn, name=experiment, flow_name="q",
+                                     flow_version=int(flow.version or 0), params={},
+                                     label=experiment, target="", state="running")
+        inst = f"{experiment}.agg"
+        repo.save_instance(conn, repo.InstanceRow(
+            inst, "x", "", "agg", "q", int(flow.version or 0), {}, {},
+            {"path": str(out), "format": "parquet"}, "finished"))
+        repo.link_node(conn, exp.id, "agg", inst)
+        job = repo.add_job(conn, instance_id=inst, engine="duckdb", external_id=None,
+                           target="", state="running")
+        repo.update_job(conn, job.id, state="finished")
+    assert QualityWatcher(ws.db, interval=0).poll() == 2

@@ -18,7 +18,7 @@ from ultron_nb.events import send_event
 from ultron_nb.store import experiments as repo
 
 from .conftest import get_json
-from .seed import define_wide_flow, seed_experiments
+from .seed import define_wide_flow, seed_experiments, seed_quality
 
 
 def closed_port() -> int:
@@ -358,3 +358,18 @@ async def test_the_savepoints_a_clone_can_branch_from(jp_fetch: Any, ws: Any,
                                   "savepoints")
     assert code == 404 and answer["error"].startswith("NotFoundError: no experiment named "
                                                       "'nope' (recent: exp_002")
+
+
+async def test_an_experiments_data_quality(jp_fetch: Any, ws: Any, tmp_path: Any) -> None:
+    """Rules, last values, violations and the node to look at first, as the daemon's quality
+    watcher measured them (a DuckDB node's finished run, real DuckDB and store)."""
+    seed_quality(ws, tmp_path, "qe")
+    code, q = await get_json(jp_fetch, "ultron", "api", "experiments", "qe", "quality")
+    assert code == 200, q
+    assert {r["rule"]: (r["node"], r["state"], r["windows"], r["failed"]) for r in q["rules"]} \
+        == {"unique_id": ("agg", "FAILING", 1, 1), "range_v": ("agg", "FAILING", 1, 1)}
+    assert q["failing"] == {"agg": ["range_v", "unique_id"]} and q["look_first"] == ["agg"]
+    assert sorted(v["rule"] for v in q["violations"]) == ["range_v", "unique_id"]
+    assert all(v["node"] == "agg" for v in q["violations"])
+    code, answer = await get_json(jp_fetch, "ultron", "api", "experiments", "nope", "quality")
+    assert code == 404 and answer["error"].startswith("NotFoundError: no experiment named")

@@ -332,3 +332,28 @@ def test_panel_clones_a_branch_from_a_savepoint(page: Any, panel_ws: Any, shots:
     with FlinkRest(ws.settings.target_url) as rest:
         restored = rest.restored_checkpoint(job_of(ws, "c", "item_ctr"))
     assert restored is not None and restored.savepoint
+
+
+def test_panel_shows_an_experiments_data_quality(page: Any, panel_ws: Any, shots: Any,
+                                                 tmp_path: Path) -> None:
+    """An experiment whose rules failed: the panel's detail lists each rule FAILING with its
+    window counts, names the node to look at first, and shows the violations."""
+    from .seed import seed_quality
+
+    ws, pg = panel_ws, page
+    seed_quality(ws, tmp_path, "dq")
+    pg.wait_for_selector('#ultron-panel [data-experiment="dq"].ultron-exp')
+    select(pg, "dq")
+    rules = pg.locator('#ultron-panel [data-role="quality"] [data-role="rules"]')
+    rules.locator('tr[data-rule="unique_id"][data-state="FAILING"]').wait_for()
+    rules.locator('tr[data-rule="range_v"][data-state="FAILING"]').wait_for()
+    assert pg.inner_text('#ultron-panel [data-role="look-first"]').startswith(
+        "look first at: agg")
+    violations = pg.locator('#ultron-panel [data-role="violations"] [data-rule]')
+    assert sorted(v.get_attribute("data-rule") for v in violations.all()) == \
+        ["range_v", "unique_id"]
+    shots(pg, "09_data_quality")
+    select(pg, "a")  # an experiment without rules shows none
+    pg.wait_for_selector('#ultron-panel h3[data-experiment="a"]')
+    pg.wait_for_function("""() => !document.querySelector(
+        '#ultron-panel [data-role="quality"] [data-role="rules"]')""")

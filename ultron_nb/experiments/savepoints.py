@@ -176,6 +176,25 @@ def taken_at(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
+@dataclass(frozen=True)
+class BranchChoice:
+    """A savepoint a clone may branch from, as a clone dialog lists it."""
+
+    savepoint: SavepointRow
+    exists: bool | None  # None: not known (a remote file system)
+    taken: str  # local time, as ``savepoints`` shows it
+    location: str  # credentials masked
+
+
+def branch_choices(ws: Workspace, name: str) -> list[BranchChoice]:
+    """The savepoints a clone of ``name`` may branch from: those of its family (root
+    ancestor and every clone), ``name``'s own first, newest first."""
+    rows = lineage(ws, name).savepoints
+    rows.sort(key=lambda r: (r.experiment != name, -r.created_at))
+    return [BranchChoice(r, savepoint_exists(r.location), taken_at(r.created_at),
+                         mask_url(r.location)) for r in rows]
+
+
 def lineage(ws: Workspace, name: str) -> Lineage:
     """The savepoints of ``name``'s family: its root ancestor and every clone below it, each
     with the savepoints it took (id, node, when, flow version, the savepoint it restored,

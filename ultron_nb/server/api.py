@@ -33,6 +33,7 @@ from ultron_nb.flow.build import parse_pairs
 from ultron_nb.flow.render import STATUS_COLORS
 from ultron_nb.services import clone as _clone
 from ultron_nb.services import models as _models
+from ultron_nb.services import quality as _quality
 from ultron_nb.services.live import live_decorations as _decorations
 from ultron_nb.version import __version__
 from ultron_nb.workspace import Workspace
@@ -65,6 +66,7 @@ __all__ = [
     "open_workspace",
     "parse_overrides",
     "promote_model",
+    "quality",
     "restart_node",
     "resume",
     "savepoints",
@@ -85,7 +87,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
 def info(ws: Workspace) -> dict[str, Any]:
     """What the panel shows in its header: version, store, default Flink cluster."""
     return {"version": __version__, "home": str(ws.home), "store": ws.db.safe_url,
-            "flink": ws.settings.target_url, "model_center": True,
+            "flink": ws.settings.target_url,
             "state_colors": dict(STATUS_COLORS)}
 
 
@@ -141,16 +143,15 @@ def _svg(dot: str) -> str:
     return dot_to_svg(dot)
 
 
-def savepoints(ws: Workspace, name: str) -> list[dict[str, Any]]:
-    """The savepoints of ``name``'s family (its root ancestor and every clone below it),
-    the experiment's own first: what a clone may branch from (``from_savepoints``)."""
-    rows = _savepoints.lineage(ws, name).savepoints
-    rows.sort(key=lambda r: (r.experiment != name, -r.created_at))
-    return [{"id": r.id, "experiment": r.experiment, "node": r.node_name,
-             "taken": _savepoints.taken_at(r.created_at), "taken_ms": int(r.created_at * 1000),
-             "flow_version": r.flow_version, "restored_from": r.parent,
-             "exists": _savepoints.savepoint_exists(r.location),
-             "location": _experiments.mask_url(r.location)} for r in rows]
+def savepoints(ws: Workspace, name: str) -> list[Any]:
+    """The savepoints a clone of ``name`` may branch from (``from_savepoints``)."""
+    return _savepoints.branch_choices(ws, name)
+
+
+def quality(ws: Workspace, name: str) -> Any:
+    """The experiment's data-quality rules, their last measurement, its recent violations
+    and the node to look at first (``%ultron quality EXP``)."""
+    return _quality.quality_report(ws, name)
 
 
 def diff(ws: Workspace, a: str, b: str) -> Any:

@@ -68,11 +68,17 @@ class UltronHandler(APIHandler):
         except api.UltronError as exc:
             raise self._domain(exc) from None
 
-    async def models(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """A model-center call (MLflow's store, not ultron's): in the pool of slow calls."""
+    async def models(self, fn: Callable[..., Any], *args: Any,
+                     promote: str | None = None) -> Any:
+        """A model-center call (MLflow's store, not ultron's): in the pool of slow calls;
+        ``promote``: an action on that model, one at a time."""
         try:
+            if promote is not None:
+                return await self.panel.act_on_model(promote, fn, *args)
             return await self.panel.run(fn, *args, flink=True,
                                         timeout=self.panel.config.model_timeout)
+        except Busy as exc:
+            raise ApiError(409, f"ConflictError: {exc}") from None
         except Timeout as exc:
             raise ApiError(504, f"TimeoutError: the model center (MLflow): {exc}") from None
         except api.UltronError as exc:
@@ -233,7 +239,13 @@ class ExperimentHandler(UltronHandler):
 class SavepointsHandler(UltronHandler):
     @web.authenticated
     async def get(self, name: str) -> None:
-        self.reply(await self.read(api.savepoints, name))
+        self.reply([js.savepoint_choice(c) for c in await self.read(api.savepoints, name)])
+
+
+class QualityHandler(UltronHandler):
+    @web.authenticated
+    async def get(self, name: str) -> None:
+        self.reply(js.quality_report(await self.read(api.quality, name)))
 
 
 class DiffHandler(UltronHandler):
@@ -315,7 +327,7 @@ class PromoteHandler(UltronHandler):
         if not isinstance(version, int) or isinstance(version, bool):
             raise ApiError(400, "ValueError: 'version' must be an integer")
         alias = _text(body, "alias", required=True)
-        self.reply(await self.models(api.promote_model, name, version, alias))
+        self.reply(await self.models(api.promote_model, name, version, alias, promote=name))
 
 
 class MissingHandler(UltronHandler):
@@ -344,6 +356,7 @@ ROUTES: list[tuple[str, type[UltronHandler]]] = [
     (_p("experiments/{}", "name"), ExperimentHandler),
     (_p("experiments/{}/diff/{}", "name", "other"), DiffHandler),
     (_p("experiments/{}/savepoints", "name"), SavepointsHandler),
+    (_p("experiments/{}/quality", "name"), QualityHandler),
     (_p("experiments/{}/stop", "name"), StopHandler),
     (_p("experiments/{}/resume", "name"), ResumeHandler),
     (_p("experiments/{}/nodes/{}/restart", "name", "node"), RestartHandler),

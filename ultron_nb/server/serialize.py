@@ -118,6 +118,24 @@ def experiment_status(st: Any) -> dict[str, Any]:
     }
 
 
+def savepoint_choice(c: Any) -> dict[str, Any]:
+    sp = c.savepoint
+    return {"id": sp.id, "experiment": sp.experiment, "node": sp.node_name, "taken": c.taken,
+            "taken_ms": int(sp.created_at * 1000), "flow_version": sp.flow_version,
+            "restored_from": sp.parent, "exists": c.exists, "location": c.location}
+
+
+def quality_report(r: Any) -> dict[str, Any]:
+    """Rules with their last measurement, violations (newest last), failing nodes and the
+    ones to look at first (failing, with no failing node upstream)."""
+    rules = [dict(zip(("node", "rule", "text", "bound", "window", "value", "state",
+                       "windows", "failed"), row, strict=True)) for row in r.table.rows]
+    violations = [dict(zip(("node", "rule", "window", "value", "bound", "sample"), row,
+                           strict=True)) for row in r.violations.rows]
+    return {"experiment": r.experiment, "rules": rules, "violations": violations,
+            "failing": dict(r.failing), "look_first": list(r.look_first)}
+
+
 # ------------------------------------------------------------------ events
 def event(e: Any) -> dict[str, Any]:
     return {"id": e.id, "key": e.key, "value": e.value, "version": e.version,

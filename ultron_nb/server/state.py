@@ -109,6 +109,20 @@ class PanelState:
             self._acting.discard(experiment)
             self.live.forget(experiment)  # the next request asks Flink afresh
 
+    async def act_on_model(self, model: str, fn: Callable[..., T], *args: Any,
+                           **kwargs: Any) -> T:
+        """Run an action on registered model ``model`` (a promotion: it reads, changes and
+        writes the alias's history); one at a time per model."""
+        key = f"model:{model}"
+        if key in self._acting:
+            raise Busy(f"an action on model {model!r} is still running")
+        self._acting.add(key)
+        try:
+            return await self.run(fn, *args, flink=True, timeout=self.config.model_timeout,
+                                  **kwargs)
+        finally:
+            self._acting.discard(key)
+
     def close(self) -> None:
         self.live.stop()
         self.store_pool.shutdown(wait=False, cancel_futures=True)

@@ -53,11 +53,7 @@ def models_table(ws: Workspace, name: str | None = None, *, experiment: str | No
     rows = []
     for v in found:
         if v.name not in aliases:
-            model = mc.client.get_registered_model(v.name)
-            by_version: dict[int, list[str]] = {}
-            for alias, number in dict(model.aliases or {}).items():
-                by_version.setdefault(int(number), []).append(str(alias))
-            aliases[v.name] = by_version
+            aliases[v.name] = aliases_by_version(mc.client.get_registered_model(v.name))
         tags = dict(v.tags or {})
         flow = tags.get(TAG + "flow", "")
         if flow and tags.get(TAG + "flow_version"):
@@ -77,6 +73,14 @@ def models_table(ws: Workspace, name: str | None = None, *, experiment: str | No
     return Table(COLUMNS, rows, title=f"{what} ({mc.store.safe_uri})")
 
 
+def aliases_by_version(registered: Any) -> dict[int, list[str]]:
+    """A registered model's aliases, by the version each points at (sorted)."""
+    out: dict[int, list[str]] = {}
+    for alias, number in dict(registered.aliases or {}).items():
+        out.setdefault(int(number), []).append(str(alias))
+    return {v: sorted(a) for v, a in out.items()}
+
+
 def model_summaries(ws: Workspace, name: str | None = None, *,
                     per_model: int = 10) -> list[dict[str, Any]]:
     """Every registered model (or ``name``) with its newest ``per_model`` versions (newest
@@ -84,32 +88,20 @@ def model_summaries(ws: Workspace, name: str | None = None, *,
     data: what the side panel lists. Empty, without creating a store, when the workspace
     has none."""
     mc = center(ws)
-    if not mc.store.exists():
-        return []
-    models: dict[str, dict[str, Any]] = {}
-    for v in mc.versions(name, limit=0):
-        entry = models.get(v.name)
-        if entry is None:
-            registered = mc.client.get_registered_model(v.name)
-            by_version: dict[int, list[str]] = {}
-            for alias, number in dict(registered.aliases or {}).items():
-                by_version.setdefault(int(number), []).append(str(alias))
-            entry = models[v.name] = {"name": v.name, "versions": [], "_aliases": by_version}
-        if len(entry["versions"]) >= per_model:
-            continue
-        tags = dict(v.tags or {})
-        number = int(v.version)
-        entry["versions"].append({
-            "version": number, "aliases": sorted(entry["_aliases"].get(number, [])),
-            "experiment": tags.get(TAG + "experiment", ""), "node": tags.get(TAG + "node", ""),
-            "flow": tags.get(TAG + "flow", ""), "window": tags.get(TAG + "window", ""),
-            "created": int(v.creation_timestamp),
-        })
     out = []
-    for name in sorted(models):
-        entry = models[name]
-        del entry["_aliases"]
-        out.append(entry)
+    for registered in mc.models(name):
+        aliases = aliases_by_version(registered)
+        versions = []
+        for v in mc.newest_versions(registered.name, per_model):
+            tags = dict(v.tags or {})
+            number = int(v.version)
+            versions.append({
+                "version": number, "aliases": aliases.get(number, []),
+                "experiment": tags.get(TAG + "experiment", ""),
+                "node": tags.get(TAG + "node", ""), "flow": tags.get(TAG + "flow", ""),
+                "window": tags.get(TAG + "window", ""), "created": int(v.creation_timestamp),
+            })
+        out.append({"name": str(registered.name), "versions": versions})
     return out
 
 
@@ -163,5 +155,6 @@ def clone_note(ws: Workspace, source: str, name: str, launches: Iterable[str],
                              f"{source}: it sees {source}'s versions of {parsed[0]} only")
     return lines or [rule]
 
-__all__ = ["clone_note", "lineage_table", "model_summaries", "models_table"]
+__all__ = ["aliases_by_version", "clone_note", "lineage_table", "model_summaries",
+           "models_table"]
 

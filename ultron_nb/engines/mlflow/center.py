@@ -379,6 +379,32 @@ class ModelCenter:
         out["metrics"] = run_metrics(self.client, info.run_id)
         return out
 
+    def models(self, name: str | None = None) -> list[Any]:
+        """The registered models (or only ``name``), by name; [] without a store (none is
+        created by asking)."""
+        if not self.store.exists():
+            return []
+        if name:
+            try:
+                return [self._registered(name)]
+            except NotFoundError:
+                return []
+        found: list[Any] = []
+        token = None
+        while True:
+            page = self.client.search_registered_models(max_results=1000, page_token=token)
+            found.extend(page)
+            token = page.token
+            if not token:
+                break
+        return sorted(found, key=lambda m: str(m.name))
+
+    def newest_versions(self, name: str, limit: int) -> list[Any]:
+        """The ``limit`` newest versions of model ``name``, newest first."""
+        return list(self.client.search_model_versions(
+            f"name = '{_escape(check_name(name))}'", max_results=limit,
+            order_by=["version_number DESC"]))
+
     def versions(self, name: str | None = None, *, experiment: str | None = None,
                  limit: int = 100) -> list[Any]:
         """Versions of ``name`` (default: every model), or of ``experiment``'s lineage,
