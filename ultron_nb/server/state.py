@@ -99,27 +99,27 @@ class PanelState:
 
     async def act(self, experiment: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run an action on ``experiment``; one at a time per experiment."""
-        if experiment in self._acting:
-            raise Busy(f"an action on experiment {experiment!r} is still running")
-        self._acting.add(experiment)
         try:
-            return await self.run(fn, *args, flink=True, timeout=self.config.action_timeout,
-                                  **kwargs)
+            return await self._one_at_a_time(experiment, f"experiment {experiment!r}", fn,
+                                             args, kwargs, self.config.action_timeout)
         finally:
-            self._acting.discard(experiment)
             self.live.forget(experiment)  # the next request asks Flink afresh
 
     async def act_on_model(self, model: str, fn: Callable[..., T], *args: Any,
                            **kwargs: Any) -> T:
         """Run an action on registered model ``model`` (a promotion: it reads, changes and
         writes the alias's history); one at a time per model."""
-        key = f"model:{model}"
+        return await self._one_at_a_time(f"model:{model}", f"model {model!r}", fn, args,
+                                         kwargs, self.config.model_timeout)
+
+    async def _one_at_a_time(self, key: str, what: str, fn: Callable[..., T],
+                             args: tuple[Any, ...], kwargs: dict[str, Any],
+                             timeout: float) -> T:
         if key in self._acting:
-            raise Busy(f"an action on model {model!r} is still running")
+            raise Busy(f"an action on {what} is still running")
         self._acting.add(key)
         try:
-            return await self.run(fn, *args, flink=True, timeout=self.config.model_timeout,
-                                  **kwargs)
+            return await self.run(fn, *args, flink=True, timeout=timeout, **kwargs)
         finally:
             self._acting.discard(key)
 

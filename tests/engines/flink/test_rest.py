@@ -74,12 +74,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(json.dumps({"errors": ["Not found: " + path]}).encode())
             return
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self._json(body)
 
     def do_POST(self) -> None:  # a stop with savepoint: refused while tasks deploy
         _Handler.asked.append("POST " + self.path)
