@@ -14,13 +14,14 @@ import logging
 import os
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, and_, func, or_, select, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import SAWarning, SQLAlchemyError
 
 from ultron_nb.errors import DataError, StoreError
 from ultron_nb.store.db import WRITE_LOCK_ID
@@ -179,7 +180,7 @@ class _Sender:
         # A thread that ends drops its senders: their connection is closed then, never
         # handed back to the pool (on PostgreSQL it is in autocommit mode, which would
         # break the next write transaction that got it), and never in a forked child.
-        weakref.finalize(self, _discard, self.raw, self.pid)
+        self._closer = weakref.finalize(self, _discard, self.raw, self.pid)  # runs once
         self.used = time.monotonic()
         if db.is_sqlite:
             self.bump = str(_BUMP_VERSION.compile(dialect=db.engine.dialect))
@@ -221,10 +222,7 @@ class _Sender:
         return int(new_id), int(version), now
 
     def close(self) -> None:
-        try:
-            self.raw.invalidate()
-        except Exception:
-            log.debug("closing an event sender connection failed", exc_info=True)
+        self._closer()  # the connection closed now, and not again when collected
 
 
 def _discard(raw: Any, pid: int) -> None:
@@ -232,7 +230,9 @@ def _discard(raw: Any, pid: int) -> None:
     if os.getpid() != pid:
         return
     try:
-        raw.invalidate()
+        with warnings.catch_warnings():  # closed already (a dead connection): nothing to say
+            warnings.simplefilter("ignore", SAWarning)
+            raw.invalidate()
     except Exception:
         log.debug("closing an event sender connection failed", exc_info=True)
 
