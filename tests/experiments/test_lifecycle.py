@@ -305,3 +305,28 @@ SELECT rider_id, window_end AS ts, COUNT(*) AS requests
 FROM TABLE(TUMBLE(TABLE matched, DESCRIPTOR(ts), INTERVAL '1' HOUR))
 GROUP BY rider_id, window_start, window_end
 """
+
+
+def test_a_stop_with_savepoints_right_after_the_launch_waits_for_the_tasks(
+        rides_ws: tuple[Any, Rides, Path]) -> None:
+    """A stop issued while the jobs are still deploying (Flink refuses a savepoint until
+    every task runs) stops every Flink node with a savepoint, not "failed ... running
+    again"; the resume then starts each from it."""
+    ws, rides, out = rides_ws
+    define_rides(ws, out)
+    rides.hour(0)
+    st = ex.launch(ws, "rides", name="quick", wait=False)
+    flink_nodes = [n.node for n in st.nodes if n.job_id]
+    assert len(flink_nodes) == 3, st
+    stopped = ex.stop(ws, "quick", savepoint=True)
+    assert stopped.state == "stopped", stopped
+    with FlinkRest(ws.settings.target_url) as rest:
+        states = rest.job_ids()
+    for node in flink_nodes:
+        ns = stopped[node]
+        assert ns.savepoint, (node, ns)
+        assert states[st[node].job_id] == "finished", (node, states)  # stop-with-savepoint
+    resumed = ex.resume(ws, "quick")
+    assert {resumed[n].savepoint for n in flink_nodes} == {stopped[n].savepoint
+                                                           for n in flink_nodes}
+    ex.stop(ws, "quick")

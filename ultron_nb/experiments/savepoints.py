@@ -189,21 +189,27 @@ class BranchChoice:
 def branch_choices(ws: Workspace, name: str) -> list[BranchChoice]:
     """The savepoints a clone of ``name`` may branch from: those of its family (root
     ancestor and every clone), ``name``'s own first, newest first."""
-    rows = lineage(ws, name).savepoints
+    _, rows = _family_savepoints(ws, name)
     rows.sort(key=lambda r: (r.experiment != name, -r.created_at))
     return [BranchChoice(r, savepoint_exists(r.location), taken_at(r.created_at),
                          mask_url(r.location)) for r in rows]
+
+
+def _family_savepoints(ws: Workspace, name: str
+                       ) -> tuple[list[tuple[str, int]], list[SavepointRow]]:
+    """``name``'s family (see :func:`_family`) and the savepoints its experiments took,
+    oldest first; a one-line NotFoundError for an unknown name."""
+    with ws.db.read() as conn:
+        repo.get_experiment(conn, name)
+        family = _family(repo.parents(conn), name)
+        return family, sp_repo.of_experiments(conn, [n for n, _ in family])
 
 
 def lineage(ws: Workspace, name: str) -> Lineage:
     """The savepoints of ``name``'s family: its root ancestor and every clone below it, each
     with the savepoints it took (id, node, when, flow version, the savepoint it restored,
     where, whether it is still there)."""
-    with ws.db.read() as conn:
-        repo.get_experiment(conn, name)  # a one-line NotFoundError for an unknown name
-        parents = repo.parents(conn)
-        family = _family(parents, name)
-        rows = sp_repo.of_experiments(conn, [n for n, _ in family])
+    family, rows = _family_savepoints(ws, name)
     by_exp: dict[str, list[SavepointRow]] = {}
     for row in rows:
         by_exp.setdefault(row.experiment, []).append(row)

@@ -119,13 +119,13 @@ def _node_statuses(runners: Runners, views: list[repo.NodeView], flow: Flow | No
                    specs: dict[str, RunSpec]) -> list[NodeStatus]:
     """Each node's status, in the order of ``views``: the nodes are asked side by side
     (their runners made first, one per kind, so that the threads share them)."""
-    for view in views:
-        node = flow[view.member.node_name] if flow and view.member.node_name in flow else None
-        if node is not None and node.kind is not Kind.RESOURCE:
-            try:
-                runners.get(node.kind)
-            except UltronError:
-                pass  # said per node by _node_status
+    kinds = {flow[v.member.node_name].kind for v in views if v.member.node_name in flow} \
+        if flow else set()
+    for kind in kinds - {Kind.RESOURCE}:
+        try:
+            runners.get(kind)
+        except UltronError:
+            pass  # said per node by _node_status
 
     def one(view: repo.NodeView) -> NodeStatus:
         return _node_status(runners, view, flow, specs.get(view.member.node_name))

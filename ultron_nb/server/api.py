@@ -188,10 +188,7 @@ def models(ws: Workspace) -> list[dict[str, Any]]:
 def model_versions(ws: Workspace, name: str) -> dict[str, Any]:
     """One model with its versions (newest first, up to 100)."""
     with _models.mlflow_errors(ws):
-        found = _models.model_summaries(ws, name, per_model=100)
-    if not found:
-        raise NotFoundError(f"no model {name!r} in the model center")
-    return found[0]
+        return _models.model_summary(ws, name)
 
 
 def promote_model(ws: Workspace, name: str, version: int, alias: str) -> dict[str, Any]:

@@ -125,13 +125,18 @@ def savepoint_choice(c: Any) -> dict[str, Any]:
             "restored_from": sp.parent, "exists": c.exists, "location": c.location}
 
 
+#: The quality tables' column titles that are no JSON key as they are.
+_QUALITY_KEYS = {"rule text": "text", "last window": "window"}
+
+
 def quality_report(r: Any) -> dict[str, Any]:
     """Rules with their last measurement, violations (newest last), failing nodes and the
     ones to look at first (failing, with no failing node upstream)."""
-    rules = [dict(zip(("node", "rule", "text", "bound", "window", "value", "state",
-                       "windows", "failed"), row, strict=True)) for row in r.table.rows]
-    violations = [dict(zip(("node", "rule", "window", "value", "bound", "sample"), row,
-                           strict=True)) for row in r.violations.rows]
+    def rows(table: Any) -> list[dict[str, Any]]:
+        keys = [_QUALITY_KEYS.get(c, c) for c in table.columns]
+        return [dict(zip(keys, row, strict=True)) for row in table.rows]
+
+    rules, violations = rows(r.table), rows(r.violations)
     return {"experiment": r.experiment, "rules": rules, "violations": violations,
             "failing": dict(r.failing), "look_first": list(r.look_first)}
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ultron_nb.engines.mlflow.center import TAG, ModelCenter
 from ultron_nb.engines.mlflow.store import MlflowStore, engine_error, error_code
-from ultron_nb.errors import UltronError
+from ultron_nb.errors import NotFoundError, UltronError
 from ultron_nb.events.model_keys import parse_key, scope_suffix
 from ultron_nb.views import Message, Table
 
@@ -105,6 +105,14 @@ def model_summaries(ws: Workspace, name: str | None = None, *,
     return out
 
 
+def model_summary(ws: Workspace, name: str, *, versions: int = 100) -> dict[str, Any]:
+    """Model ``name`` with its newest ``versions``; NotFoundError for an unknown model."""
+    found = model_summaries(ws, name, per_model=versions)
+    if not found:
+        raise NotFoundError(f"no model {name!r} in the model center")
+    return found[0]
+
+
 def lineage_table(ws: Workspace, name: str, version: int) -> Table:
     """One version's lineage, field by field."""
     info = center(ws).lineage(name, version)
@@ -156,5 +164,5 @@ def clone_note(ws: Workspace, source: str, name: str, launches: Iterable[str],
     return lines or [rule]
 
 __all__ = ["aliases_by_version", "clone_note", "lineage_table", "model_summaries",
-           "models_table"]
+           "model_summary", "models_table"]
 

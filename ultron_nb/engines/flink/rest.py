@@ -46,6 +46,8 @@ TERMINAL_STATES = frozenset({"finished", "failed", "canceled", "suspended"})
 #: How Flink refuses a checkpoint or savepoint while a task of the job is not running.
 _TASKS_NOT_RUNNING = ("Not all required tasks are currently running",
                       "is not being executed at the moment")
+#: Job states whose tasks will run (a savepoint refused then is asked again).
+_ON_ITS_WAY = frozenset({"created", "initializing", "running", "restarting"})
 
 
 class _JobFacts:
@@ -474,7 +476,7 @@ class FlinkRest:
             except JobFailedError as exc:
                 if (not any(m in str(exc) for m in _TASKS_NOT_RUNNING)
                         or time.monotonic() + delay > deadline
-                        or self.job_state(job_id) != "running"):
+                        or self.job_state(job_id) not in _ON_ITS_WAY):
                     raise
                 log.info("job %s: a task is not running yet; the savepoint is asked again",
                          job_id)
