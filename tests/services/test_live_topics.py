@@ -89,7 +89,8 @@ def _idle(ws: Any, feed: Feed) -> dict[str, Any]:
     processed = poll(ahead, 60)
     max_wm = None
     while time.monotonic() - started < IDLE_STRETCH_S:  # the idle stretch itself
-        marks = [pd.Timestamp(r["__wm"]) for r in output_rows(ws, "live") if r.get("__wm")]
+        marks = [pd.Timestamp(r["__wm"], unit="ms") for r in output_rows(ws, "live")
+                 if r.get("__wm") is not None]
         max_wm = max(marks) if marks else max_wm
         time.sleep(0.5)
     feed.append(2, 15)

@@ -200,6 +200,8 @@ class FlinkCompiler:
                 depends.append(dep)
             if self.flow[ref].watermark:
                 delays.append(ddl.duration_seconds(str(self.flow[ref].watermark)))
+        if node.is_stream:  # its output's __wm is written by a function of the jar
+            jars.append(connector_jar_url())
         from ultron_nb.engines.flink.rest import submission_headers
 
         params = {**self.params.get(name, {}), **(extra_params or {})}

@@ -37,6 +37,27 @@ def test_column_ddl_with_watermark_and_hidden_watermark_column() -> None:
     assert ddl.TableShape.from_dict(carried.to_dict()) == carried
 
 
+def test_an_epoch_ms_watermark_column_is_a_number_read_back_without_the_session_zone() -> None:
+    carried = ddl.TableShape(SHAPE.columns, "ts", None, "__wm", ddl.EPOCH_MS)
+    text = carried.column_ddl()
+    assert "`__wm` BIGINT" in text
+    assert ("WATERMARK FOR `ts` AS COALESCE(`ultron_ms_timestamp`(`__wm`), "
+            "TIMESTAMP '1970-01-01 00:00:00')") in text
+    assert carried.functions() == [ddl.MS_TO_TIMESTAMP]
+    assert carried.functions(with_watermark=False) == []
+    assert ddl.TableShape.from_dict(carried.to_dict()) == carried
+    # An instant needs no function of ours; a batch read declares the number, no watermark.
+    ltz = ddl.TableShape((("id", "BIGINT"), ("ts", "TIMESTAMP_LTZ(3)")), "ts", None, "__wm",
+                         ddl.EPOCH_MS)
+    assert "COALESCE(TO_TIMESTAMP_LTZ(`__wm`, 3), TO_TIMESTAMP_LTZ(0, 3))" in ltz.column_ddl()
+    assert ltz.functions() == []
+    assert "`__wm` BIGINT" in carried.column_ddl(with_watermark=False)
+    # Outputs recorded before the format existed keep their timestamp column.
+    old = {"columns": [["id", "BIGINT"], ["ts", "TIMESTAMP(3)"]], "time_column": "ts",
+           "watermark_column": "__wm"}
+    assert "`__wm` TIMESTAMP(3)" in ddl.TableShape.from_dict(old).column_ddl()
+
+
 def _topic(tmp_path: Path, segments_per_partition: int, partitions: int = 2) -> LocalTopic:
     topic = LocalTopic(tmp_path / "t", partitions, [("id", "BIGINT"), ("ts", "TIMESTAMP(3)")],
                        "ts").create()
@@ -93,6 +114,13 @@ def test_output_source_reads_sink_subtasks_as_partitions_and_hides_wm(tmp_path: 
     assert opts["path"] == str(ddl.output_folder(tmp_path / "inst").resolve())
     assert "`__wm` TIMESTAMP(3)" in create and "COALESCE(`__wm`" in create
     assert view.endswith("SELECT `id`, `ts` FROM `__up_src`")  # __wm stays hidden
+    # An epoch-ms output registers the function its watermark calls, first.
+    shape = ddl.TableShape(SHAPE.columns, "ts", None, "__wm", ddl.EPOCH_MS)
+    function, create, view = ddl.output_source("up", tmp_path / "inst", shape, 3,
+                                               mode="live").statements
+    assert function == ("CREATE TEMPORARY SYSTEM FUNCTION IF NOT EXISTS `ultron_ms_timestamp` "
+                        "AS 'ultron.flink.topic.MillisTimestamp' LANGUAGE JAVA")
+    assert "`ultron_ms_timestamp`(`__wm`)" in create
 
 
 def test_sink_table_rolls_and_has_no_watermark(tmp_path: Path) -> None:

@@ -12,7 +12,9 @@ Flink jars of the installed PyFlink wheel, into a cache directory, under a name 
 digest of the sources, the Flink version and the Java release: a cache hit costs one hash of
 a few small files; a change of the sources builds a new jar. Builds are atomic (written under
 a temporary name, then renamed) and serialised across processes by a file lock. Jobs that read
-a topic put the jar on ``pipeline.jars``, which ships it to the TaskManagers.
+a topic put the jar on ``pipeline.jars``, which ships it to the TaskManagers; so does every
+stream job, whose output's hidden watermark column is written (and read back) by the jar's two
+scalar functions (``WatermarkMillis``, ``MillisTimestamp``: epoch milliseconds, zone-free).
 
 Run ``python -m ultron_nb.engines.flink.connector build`` once per environment (``make``
 does); otherwise the first job that needs it builds it (a few seconds).

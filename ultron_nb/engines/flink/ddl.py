@@ -18,7 +18,9 @@ read up to the segments it had when the job started, then the job finishes.
 Node outputs are written by Flink's filesystem sink into ``<instance>/p0000/`` as
 ``part-<uuid>-<subtask>-<counter>`` files, rolled at most once per two checkpoint intervals
 (so each checkpoint commits at most one new file per subtask); every row carries the
-producer's watermark at emission (``__wm``), which readers use as their watermark. The same
+producer's watermark at emission (``__wm``, milliseconds since the epoch: a number costs the
+sink far less than a second timestamp string per row), which readers use as their watermark
+(outputs written before, with ``__wm`` a timestamp, are read as they are). The same
 connector reads them (layout ``sink``): each sink subtask is one partition, its committed files
 ordered by counter (in-progress files are hidden and never read).
 """
@@ -46,6 +48,20 @@ ReadMode = Literal["live", "bounded"]
 JOB_FILE = "_ultron_job.json"
 #: The hidden column of a Flink node's output: the producer's watermark at emission.
 WATERMARK_COLUMN = "__wm"
+#: How an output's ``__wm`` is written: milliseconds since the epoch (a timestamp in outputs
+#: that do not say, written before).
+EPOCH_MS = "epoch_ms"
+#: The connector jar's functions between a watermark and its ``__wm`` number (zone-free).
+WM_TO_MS = "ultron_wm_ms"
+MS_TO_TIMESTAMP = "ultron_ms_timestamp"
+_FUNCTIONS = {WM_TO_MS: "ultron.flink.topic.WatermarkMillis",
+              MS_TO_TIMESTAMP: "ultron.flink.topic.MillisTimestamp"}
+
+
+def function_ddl(name: str) -> str:
+    """Register one of the connector jar's functions (idempotent within a job)."""
+    return (f"CREATE TEMPORARY SYSTEM FUNCTION IF NOT EXISTS {quote_ident(name)} AS "
+            f"{quote_str(_FUNCTIONS[name])} LANGUAGE JAVA")
 
 _UNITS = {
     "ms": ("MILLISECOND", 0.001), "millisecond": ("MILLISECOND", 0.001),
@@ -123,6 +139,8 @@ class TableShape:
     #: A node output carries its producer's watermark at emission in this hidden column;
     #: readers use it as their watermark (exact, whatever the output's disorder).
     watermark_column: str | None = None
+    #: How that column is written: :data:`EPOCH_MS`, or None for a timestamp (older outputs).
+    watermark_format: str | None = None
 
     @property
     def names(self) -> list[str]:
@@ -134,16 +152,32 @@ class TableShape:
                 return strip_time_attribute(t).replace(" NOT NULL", "")
         return "TIMESTAMP(3)"
 
+    @property
+    def ltz(self) -> bool:
+        return "LTZ" in self.time_type().upper() or "LOCAL TIME ZONE" in self.time_type().upper()
+
+    def functions(self, *, with_watermark: bool = True) -> list[str]:
+        """The functions :meth:`column_ddl` calls (registered before the table)."""
+        if (with_watermark and self.time_column and self.watermark_column
+                and not self.watermark and self.watermark_format == EPOCH_MS and not self.ltz):
+            return [MS_TO_TIMESTAMP]
+        return []
+
     def column_ddl(self, *, with_watermark: bool = True) -> str:
         parts = [f"  {quote_ident(n)} {strip_time_attribute(t)}" for n, t in self.columns]
         if self.watermark_column:
-            parts.append(f"  {quote_ident(self.watermark_column)} {self.time_type()}")
+            kind = "BIGINT" if self.watermark_format == EPOCH_MS else self.time_type()
+            parts.append(f"  {quote_ident(self.watermark_column)} {kind}")
         if with_watermark and self.time_column:
             ts = quote_ident(self.time_column)
             if self.watermark_column and not self.watermark:
-                epoch = ("TO_TIMESTAMP_LTZ(0, 3)" if "LTZ" in self.time_type().upper()
+                column = quote_ident(self.watermark_column)
+                epoch = ("TO_TIMESTAMP_LTZ(0, 3)" if self.ltz
                          else "TIMESTAMP '1970-01-01 00:00:00'")
-                expr = f"COALESCE({quote_ident(self.watermark_column)}, {epoch})"
+                if self.watermark_format == EPOCH_MS:
+                    column = (f"TO_TIMESTAMP_LTZ({column}, 3)" if self.ltz
+                              else f"{quote_ident(MS_TO_TIMESTAMP)}({column})")
+                expr = f"COALESCE({column}, {epoch})"
             else:
                 delay = interval_literal(self.watermark) if self.watermark else None
                 expr = f"{ts} - {delay}" if delay else ts
@@ -152,13 +186,14 @@ class TableShape:
 
     def to_dict(self) -> dict[str, Any]:
         return {"columns": [list(c) for c in self.columns], "time_column": self.time_column,
-                "watermark": self.watermark, "watermark_column": self.watermark_column}
+                "watermark": self.watermark, "watermark_column": self.watermark_column,
+                "watermark_format": self.watermark_format}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TableShape:
         return cls(tuple((str(n), str(t)) for n, t in data.get("columns", [])),
                    data.get("time_column"), data.get("watermark"),
-                   data.get("watermark_column"))
+                   data.get("watermark_column"), data.get("watermark_format"))
 
 
 @dataclass
@@ -209,7 +244,8 @@ def _ordered_source(name: str, shape: TableShape, path: Path, *, layout: str, pa
                # node writes carry a producer watermark close to their time (``__wm``), and
                # its readers' event time follows.
                "scan.watermark.emit.strategy": "on-event"}
-    return SourcePlan(name, [create_table(table, shape, options),
+    return SourcePlan(name, [*(function_ddl(f) for f in shape.functions()),
+                             create_table(table, shape, options),
                              union_view(name, [table], shape.names)])
 
 

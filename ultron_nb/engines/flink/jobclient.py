@@ -345,7 +345,8 @@ def _compile_remote(server: Server, spec: JobSpec, sink_ddl_for: Any) -> Compile
         columns = [(str(n), str(t)) for n, t in reply["columns"]]
         spec.sink_ddl = sink_ddl_for(columns, spec)
         reply = exchange(sock, {"op": "validate", "sink_ddl": spec.sink_ddl,
-                                "rowtime": spec.rowtime})
+                                "rowtime": spec.rowtime,
+                                "watermark_format": spec.watermark_format})
     spec.plan = reply.get("plan")
     return CompiledJob(spec, columns, ServerHandle(str(reply["handle"])))
 

@@ -90,8 +90,10 @@ def plan_sink(job: JobSpec, columns: list[tuple[str, str]], *, node: str, folder
     its readers use (layout ``flink``: path, columns, event time and watermark).
 
     A stream node whose output has a rowtime and no declared watermark writes its
-    watermark at emission in the hidden column ``__wm`` (``job.rowtime`` is set), which
-    readers take as their watermark, exact whatever the output's disorder.
+    watermark at emission in the hidden column ``__wm`` (``job.rowtime`` is set), in
+    milliseconds since the epoch, which readers take as their watermark, exact whatever the
+    output's disorder. Such a job calls a function of the connector jar, so every stream
+    job has that jar.
     """
     rowtimes = [n for n, t in columns if t.endswith("*ROWTIME*")]
     time_col = rowtimes[0] if rowtimes else time_column
@@ -102,8 +104,9 @@ def plan_sink(job: JobSpec, columns: list[tuple[str, str]], *, node: str, folder
     wm_column = None
     if rowtimes and is_stream and not watermark:
         job.rowtime = rowtimes[0]
+        job.watermark_format = ddl.EPOCH_MS  # a number: a fraction of a timestamp's cost
         wm_column = ddl.WATERMARK_COLUMN
-        sink_cols.append((ddl.WATERMARK_COLUMN, dict(clean)[rowtimes[0]]))
+        sink_cols.append((ddl.WATERMARK_COLUMN, "BIGINT"))
     output: dict[str, Any] = {
         "kind": "topic", "layout": "flink", "path": str(folder), "format": "json",
         "partitions": parallelism(options),
@@ -112,6 +115,7 @@ def plan_sink(job: JobSpec, columns: list[tuple[str, str]], *, node: str, folder
         "watermark": watermark or (f"{max(input_delays):g} s" if input_delays and not
                                    wm_column else None),
         "watermark_column": wm_column,
+        "watermark_format": ddl.EPOCH_MS if wm_column else None,
     }
     # At most one committed file per sink subtask per checkpoint: readers then see the
     # files of a subtask one at a time, in order.

@@ -13,8 +13,8 @@ requests (JSON) are:
 
 - ``plan`` {spec} → {columns}: the inputs declared, the query planned (the first half of
   :func:`~ultron_nb.engines.flink.submit.compile_job`); then on the same connection
-  ``validate`` {sink_ddl, rowtime} → {handle}: the sink declared and the INSERT optimized;
-  the compiled environment is kept under ``handle`` for a while;
+  ``validate`` {sink_ddl, rowtime, watermark_format} → {handle}: the sink declared and
+  the INSERT optimized; the compiled environment is kept under ``handle`` for a while;
 - ``execute`` {spec, handle, name, url} → {job_id}: the INSERT run, submitting the job to
   the REST endpoint in the spec's configuration (any cluster, local or remote); the
   environment is the one kept under ``handle``, or a new one made from the spec;
@@ -151,6 +151,7 @@ class JobServer:
                     planned = None
                     spec.sink_ddl = str(request["sink_ddl"])
                     spec.rowtime = request.get("rowtime")
+                    spec.watermark_format = request.get("watermark_format")
                     with self.jvm:
                         job = submit.validate_insert(env, spec, columns)
                     reply = {"handle": self._keep(job), "plan": job.spec.plan}

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from ultron_nb.engines.flink import ddl
 from ultron_nb.engines.flink.plans import stable_ids
 from ultron_nb.errors import ClusterError, ConfigError, SqlError
 
@@ -194,6 +195,8 @@ class JobSpec:
     sink_ddl: str = ""  # filled by compile_job once the output schema is known
     config: dict[str, str] = field(default_factory=dict)
     rowtime: str | None = None  # output rowtime column: its watermark is written as __wm
+    #: How __wm is written (ddl.EPOCH_MS; None: a timestamp, as jobs compiled before did).
+    watermark_format: str | None = None
     plan: str | None = None  # the compiled plan (JSON) a stream job runs: a resume runs it again
     instance: str = ""  # the node instance it writes for (its sink ids are salted by it)
 
@@ -202,7 +205,10 @@ class JobSpec:
         """The INSERT; the query starts on line 2 (error line numbers are shifted by 1)."""
         if self.rowtime:
             rt = "`" + self.rowtime.replace("`", "``") + "`"
-            head = f"INSERT INTO `{self.sink_name}` SELECT *, CURRENT_WATERMARK({rt}) FROM ("
+            mark = f"CURRENT_WATERMARK({rt})"
+            if self.watermark_format == ddl.EPOCH_MS:
+                mark = f"{ddl.quote_ident(ddl.WM_TO_MS)}({mark})"
+            head = f"INSERT INTO `{self.sink_name}` SELECT *, {mark} FROM ("
             return f"{head}\n{self.query}\n)"
         return f"INSERT INTO `{self.sink_name}`\n{self.query}"
 
@@ -210,7 +216,7 @@ class JobSpec:
         return {"node": self.node, "mode": self.mode, "statements": list(self.statements),
                 "query": self.query, "sink_name": self.sink_name, "sink_ddl": self.sink_ddl,
                 "config": dict(self.config), "rowtime": self.rowtime, "plan": self.plan,
-                "instance": self.instance}
+                "instance": self.instance, "watermark_format": self.watermark_format}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> JobSpec:
@@ -218,7 +224,13 @@ class JobSpec:
                    query=data["query"], sink_name=data["sink_name"],
                    sink_ddl=data.get("sink_ddl", ""), config=dict(data.get("config", {})),
                    rowtime=data.get("rowtime"), plan=data.get("plan"),
-                   instance=str(data.get("instance") or ""))
+                   instance=str(data.get("instance") or ""),
+                   watermark_format=data.get("watermark_format"))
+
+    def sink_statements(self) -> list[str]:
+        """The sink's DDL, after the function its INSERT calls to write ``__wm``."""
+        needs = self.rowtime and self.watermark_format == ddl.EPOCH_MS
+        return [*([ddl.function_ddl(ddl.WM_TO_MS)] if needs else []), self.sink_ddl]
 
 
 @dataclass
@@ -276,7 +288,7 @@ def validate_insert(env: Any, spec: JobSpec, columns: list[tuple[str, str]]) -> 
     submission then only runs the plan, and a resume from a savepoint runs the very same
     plan. A batch job, or a query Flink cannot put in a plan, is optimized by ``explain_sql`` and
     planned again when it is submitted."""
-    _run_statements(env, spec.node, [spec.sink_ddl])
+    _run_statements(env, spec.node, spec.sink_statements())
     spec.plan = None
     if spec.mode == "stream":
         try:
@@ -336,7 +348,7 @@ def prepare(spec: JobSpec) -> CompiledJob:
     """Re-create a compiled job from a stored spec (resume from a savepoint): its compiled
     plan when it has one, so that the job's operators keep the ids its state is stored by."""
     env = table_environment(spec.mode, spec.config)
-    _run_statements(env, spec.node, [*spec.statements, spec.sink_ddl])
+    _run_statements(env, spec.node, [*spec.statements, *spec.sink_statements()])
     plan = None
     if spec.plan:
         try:
