@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ultron_nb.engines.topics import MANIFEST, LocalTopic, partition_name
 from ultron_nb.errors import ConfigError, DataError
+from ultron_nb.flow.types import is_local_zoned
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -125,7 +126,7 @@ def _base_type(type_text: str) -> str:
     text = re.sub(r"\s*\*(ROWTIME|PROCTIME)\*\s*$", "", type_text.upper())
     text = text.replace("NOT NULL", "").strip()
     if text.startswith("TIMESTAMP"):
-        return "TIMESTAMP_LTZ" if "LTZ" in text or "LOCAL TIME ZONE" in text else "TIMESTAMP"
+        return "TIMESTAMP_LTZ" if is_local_zoned(text) else "TIMESTAMP"
     return re.split(r"[\s(]", text, maxsplit=1)[0]
 
 

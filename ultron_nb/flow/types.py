@@ -173,3 +173,12 @@ def type_problem(text: str) -> str | None:
 def known_types() -> list[str]:
     """The type names :func:`type_problem` knows (for messages)."""
     return list(_KNOWN)
+
+
+def is_local_zoned(text: str) -> bool:
+    """Is the Flink SQL type ``text`` an instant (``TIMESTAMP_LTZ(3)``, ``TIMESTAMP(3) WITH
+    LOCAL TIME ZONE``), not a wall clock (``TIMESTAMP(3)``)? Attributes such as
+    ``*ROWTIME*`` and ``NOT NULL`` do not matter."""
+    upper = text.upper()
+    return upper.lstrip().startswith("TIMESTAMP") and ("LTZ" in upper
+                                                       or "LOCAL TIME ZONE" in upper)

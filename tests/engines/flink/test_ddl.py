@@ -44,7 +44,6 @@ def test_an_epoch_ms_watermark_column_is_a_number_read_back_without_the_session_
     assert ("WATERMARK FOR `ts` AS COALESCE(`ultron_ms_timestamp`(`__wm`), "
             "TIMESTAMP '1970-01-01 00:00:00')") in text
     assert carried.functions() == [ddl.MS_TO_TIMESTAMP]
-    assert carried.functions(with_watermark=False) == []
     assert ddl.TableShape.from_dict(carried.to_dict()) == carried
     # An instant needs no function of ours; a batch read declares the number, no watermark.
     ltz = ddl.TableShape((("id", "BIGINT"), ("ts", "TIMESTAMP_LTZ(3)")), "ts", None, "__wm",

@@ -26,6 +26,7 @@ from typing import Any
 import duckdb
 
 from ultron_nb.errors import ConfigError, DataError
+from ultron_nb.flow.types import is_local_zoned
 
 log = logging.getLogger(__name__)
 
@@ -153,9 +154,7 @@ def duckdb_type(flink_type: str) -> str:
     text = flink_type.strip().upper()
     base = re.sub(r"\(.*\)", "", text).strip()
     base = base.replace(" NOT NULL", "").strip()
-    if base.startswith("TIMESTAMP") and "LOCAL TIME ZONE" in base:
-        return "TIMESTAMPTZ"
-    if base.startswith("TIMESTAMP_LTZ"):
+    if is_local_zoned(base):
         return "TIMESTAMPTZ"
     if base.startswith("TIMESTAMP"):
         return "TIMESTAMP"

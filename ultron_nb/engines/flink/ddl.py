@@ -39,6 +39,7 @@ from typing import Any, Literal
 from ultron_nb.engines.flink import restores
 from ultron_nb.engines.topics import MANIFEST, LocalTopic, partition_name
 from ultron_nb.errors import DataError, FlowError
+from ultron_nb.flow.types import is_local_zoned
 
 log = logging.getLogger(__name__)
 
@@ -154,12 +155,12 @@ class TableShape:
 
     @property
     def ltz(self) -> bool:
-        return "LTZ" in self.time_type().upper() or "LOCAL TIME ZONE" in self.time_type().upper()
+        return is_local_zoned(self.time_type())
 
-    def functions(self, *, with_watermark: bool = True) -> list[str]:
-        """The functions :meth:`column_ddl` calls (registered before the table)."""
-        if (with_watermark and self.time_column and self.watermark_column
-                and not self.watermark and self.watermark_format == EPOCH_MS and not self.ltz):
+    def functions(self) -> list[str]:
+        """The functions the watermark of :meth:`column_ddl` calls (registered first)."""
+        if (self.time_column and self.watermark_column and not self.watermark
+                and self.watermark_format == EPOCH_MS and not self.ltz):
             return [MS_TO_TIMESTAMP]
         return []
 
